@@ -1,0 +1,1 @@
+"""Volume and snapshot records kept on the pool itself, written atomically, under file locks."""

@@ -1,0 +1,86 @@
+"""Typed, frozen, schema-versioned records: the only state sharevol keeps.
+
+They live with the data (`<pool>/.sharevol/catalog/`), so a controller restart, or a new
+controller on another machine that mounts the same pool, loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class AccessMode(StrEnum):
+    """CSI access modes, named as in the CSI spec (Kubernetes names in comments)."""
+
+    SINGLE_NODE_WRITER = "SINGLE_NODE_WRITER"  # RWO (legacy CSI form)
+    SINGLE_NODE_READER_ONLY = "SINGLE_NODE_READER_ONLY"
+    MULTI_NODE_READER_ONLY = "MULTI_NODE_READER_ONLY"  # ROX
+    MULTI_NODE_SINGLE_WRITER = "MULTI_NODE_SINGLE_WRITER"
+    MULTI_NODE_MULTI_WRITER = "MULTI_NODE_MULTI_WRITER"  # RWX
+    SINGLE_NODE_SINGLE_WRITER = "SINGLE_NODE_SINGLE_WRITER"  # RWOP
+    SINGLE_NODE_MULTI_WRITER = "SINGLE_NODE_MULTI_WRITER"  # RWO with SINGLE_NODE_MULTI_WRITER cap
+
+    @property
+    def multi_node(self) -> bool:
+        return self.name.startswith("MULTI_NODE")
+
+    @property
+    def read_only(self) -> bool:
+        return self.name.endswith("READER_ONLY")
+
+    @property
+    def allows_many_targets(self) -> bool:
+        """Whether one node may publish the volume at several target paths (CSI publish table)."""
+        return self.multi_node or self is AccessMode.SINGLE_NODE_MULTI_WRITER
+
+
+class OnDelete(StrEnum):
+    """What DeleteVolume does with the data; recorded at create time, never re-read."""
+
+    DELETE = "delete"
+    RETAIN = "retain"
+    ARCHIVE = "archive"
+
+
+class Capability(BaseModel):
+    """One CSI VolumeCapability in domain form."""
+
+    model_config = ConfigDict(frozen=True)
+
+    access_mode: AccessMode
+    access_type: Literal["mount", "block"] = "mount"
+    fs_type: str = ""
+    mount_flags: tuple[str, ...] = ()
+
+
+class VolumeRecord(BaseModel):
+    """One volume. `state` moves creating -> ready -> (deleting) -> gone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    volume_id: str
+    name: str
+    pool: str
+    uuid: str
+    directory: str
+    capacity_bytes: int
+    capabilities: tuple[Capability, ...]
+    parameters: dict[str, str] = Field(default_factory=dict)
+    mutable_parameters: dict[str, str] = Field(default_factory=dict)
+    on_delete: OnDelete = OnDelete.DELETE
+    state: Literal["creating", "ready", "deleting"] = "creating"
+    quota_enforced: bool = False
+    accessible_topology: dict[str, str] = Field(default_factory=dict)
+    backend: dict[str, int | str] = Field(default_factory=dict)
+    created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def access_type(self) -> Literal["mount", "block"]:
+        return self.capabilities[0].access_type if self.capabilities else "mount"

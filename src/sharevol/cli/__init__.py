@@ -1,0 +1,1 @@
+"""The `sharevol` command: click commands that parse, call one service, and print."""

@@ -1,0 +1,110 @@
+"""The protocol every pool kind implements, and the value types it returns.
+
+A pool owns one folder tree: `<root>/volumes/<directory>` holds volumes, `<root>/archive/`
+holds archived ones, and `<root>/.sharevol/` holds the catalog. Every path a pool builds comes
+from a `directory` that sharevol.service.naming has already validated as one safe component;
+pools check that again (`safe_child`) because a pool must never act outside its root.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sharevol.errors import InvalidArgument
+
+VOLUMES_DIR = "volumes"
+ARCHIVE_DIR = "archive"
+
+_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def safe_child(parent: Path, component: str) -> Path:
+    """`parent/component` for a single safe path component, or InvalidArgument."""
+    if not _COMPONENT.match(component) or component in (".", ".."):
+        raise InvalidArgument(f"invalid directory name {component!r}")
+    return parent / component
+
+
+@dataclass(frozen=True)
+class PoolCapabilities:
+    """What a pool can do; callers branch on these, never on the pool kind."""
+
+    enforces_quota: bool
+    """Writes past a volume's size fail (EDQUOT/ENOSPC)."""
+    reports_usage: bool
+    """Per-volume used bytes come from the filesystem's accounting, not a tree walk."""
+    instant_snapshot: bool = False
+    """Snapshots and clones cost metadata, not data (btrfs snapshot, reflink)."""
+    node_local: bool = False
+    """The pool is on one node's disk: volumes are pinned to that node (topology)."""
+
+
+@dataclass(frozen=True)
+class VolumeUsage:
+    """Bytes and inodes of one volume (CSI NodeGetVolumeStats, `sharevol volume stats`)."""
+
+    capacity_bytes: int
+    used_bytes: int
+    available_bytes: int
+    total_inodes: int
+    used_inodes: int
+    available_inodes: int
+
+
+@dataclass(frozen=True)
+class PoolSpace:
+    """Size and free space of the filesystem under the pool."""
+
+    total_bytes: int
+    free_bytes: int
+
+
+class Pool(Protocol):
+    """A place where volumes are made. Every method is idempotent: a retry after a crash at any
+    point converges to the same result."""
+
+    name: str
+    kind: str
+    root: Path
+    capabilities: PoolCapabilities
+
+    def start(self) -> None:
+        """Check the pool is usable (mounted, quotas on) and create its folders; raise
+        FailedPrecondition with a message saying what to fix."""
+        ...
+
+    def volume_path(self, directory: str) -> Path:
+        """Where the volume's data lives: `<root>/volumes/<directory>`."""
+        ...
+
+    def create_volume(self, directory: str, capacity_bytes: int) -> dict[str, int | str]:
+        """Make the volume (or finish making it) with a hard limit of `capacity_bytes` where the
+        pool enforces quotas. Returns pool-specific facts to record (for example the btrfs
+        subvolume id)."""
+        ...
+
+    def delete_volume(self, directory: str, backend: dict[str, int | str]) -> None:
+        """Remove the volume and its quota; nothing if it is already gone."""
+        ...
+
+    def archive_volume(self, directory: str, archive_name: str) -> None:
+        """Move the volume to `<root>/archive/<archive_name>`, data and limit kept."""
+        ...
+
+    def set_limit(self, directory: str, capacity_bytes: int, backend: dict[str, int | str]) -> None:
+        """Change the hard limit (expansion); a no-op where the pool does not enforce."""
+        ...
+
+    def usage(
+        self, directory: str, capacity_bytes: int, backend: dict[str, int | str]
+    ) -> VolumeUsage:
+        """Current usage of one volume. `capacity_bytes` is the recorded size, used where the
+        pool has no limit of its own to report."""
+        ...
+
+    def space(self) -> PoolSpace:
+        """Total and free bytes of the filesystem under the pool."""
+        ...

@@ -1,0 +1,1 @@
+"""Provisioning (controller) and publishing (node): the storage logic behind the CSI servicers."""
