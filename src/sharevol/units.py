@@ -28,7 +28,9 @@ def parse_size(text: str) -> int:
     """Parse a Kubernetes-style quantity (`1Gi`, `100M`, `4096`) into bytes."""
     match = _SIZE.match(text)
     if match is None:
-        raise InvalidArgument(f"invalid size {text!r}: use a number with an optional suffix like 1Gi")
+        raise InvalidArgument(
+            f"invalid size {text!r}: use a number with an optional suffix like 1Gi"
+        )
     number, suffix = match.group(1), match.group(2) or ""
     if suffix == "K":
         suffix = "k"
@@ -43,10 +45,11 @@ def format_size(size: int) -> str:
     if size < 1024:
         return f"{size}B" if size else "0"
     value = float(size)
-    unit = ""
+    chosen = _BINARY[-1]
     for unit in _BINARY:
         value /= 1024
         if value < 1024:
+            chosen = unit
             break
     text = f"{value:.1f}".rstrip("0").rstrip(".")
-    return f"{text}{unit}"
+    return f"{text}{chosen}"

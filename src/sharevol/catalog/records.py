@@ -60,7 +60,7 @@ class Capability(BaseModel):
 
 
 class VolumeRecord(BaseModel):
-    """One volume. `state` moves creating -> ready -> (deleting) -> gone."""
+    """One volume, from its reservation (state `creating`) to its deletion."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -75,11 +75,20 @@ class VolumeRecord(BaseModel):
     parameters: dict[str, str] = Field(default_factory=dict)
     mutable_parameters: dict[str, str] = Field(default_factory=dict)
     on_delete: OnDelete = OnDelete.DELETE
-    state: Literal["creating", "ready", "deleting"] = "creating"
+    state: Literal["creating", "ready", "deleting", "retained", "archived"] = "creating"
+    """creating -> ready -> deleting -> gone | retained (data left in place) | archived (data moved
+    to the pool's archive folder, purged later by `sharevol gc`)."""
     quota_enforced: bool = False
     accessible_topology: dict[str, str] = Field(default_factory=dict)
     backend: dict[str, int | str] = Field(default_factory=dict)
     created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    deleted_at: dt.datetime | None = None
+    archive_name: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """Still a volume for the CO (listed, locatable by ID, owns its name)."""
+        return self.state in ("creating", "ready", "deleting")
 
     @property
     def access_type(self) -> Literal["mount", "block"]:

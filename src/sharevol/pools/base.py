@@ -23,7 +23,7 @@ _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 def safe_child(parent: Path, component: str) -> Path:
     """`parent/component` for a single safe path component, or InvalidArgument."""
-    if not _COMPONENT.match(component) or component in (".", ".."):
+    if not _COMPONENT.fullmatch(component) or component in (".", ".."):
         raise InvalidArgument(f"invalid directory name {component!r}")
     return parent / component
 

@@ -28,10 +28,11 @@ class LocatedVolume:
 
 @dataclass(frozen=True)
 class PoolHandle:
-    """A started pool with its catalog."""
+    """A started pool with its catalog and the admin's accounting policy."""
 
     pool: Pool
     catalog: Catalog
+    overcommit: float = 1.0
 
 
 class VolumeLocator:

@@ -6,6 +6,7 @@ NFS server never leaves a process behind or wedges a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -90,7 +91,5 @@ class SubprocessRunner:
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     """Kill the command and everything it started; it was put in its own session."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -1,0 +1,93 @@
+"""`sharevol serve`: the CSI server as Kubernetes runs it (controller, node, or both)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from sharevol.csi.server import MODES, build_server
+from sharevol.errors import SharevolError
+from sharevol.pools.config import load_config
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.command()
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="all",
+    envvar="SHAREVOL_MODE",
+    show_default=True,
+    help="Which CSI services to serve.",
+)
+@click.option(
+    "--endpoint",
+    envvar="CSI_ENDPOINT",
+    default="unix:///run/sharevol/csi.sock",
+    show_default=True,
+    help="unix:///path/to/csi.sock",
+)
+@click.option(
+    "--node-id",
+    envvar="NODE_ID",
+    default=socket.gethostname,
+    show_default="hostname",
+    help="This node's ID (Kubernetes: the node name).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="SHAREVOL_CONFIG",
+    required=True,
+    help="pools.yaml",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    envvar="SHAREVOL_STATE_DIR",
+    default=Path("/var/lib/sharevol"),
+    show_default=True,
+    help="Node-side records of stages and publications.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    mode: str, endpoint: str, node_id: str, config_path: Path, state_dir: Path, log_level: str
+) -> None:
+    """Serve the CSI Identity, Controller and/or Node services on a unix socket."""
+    configure_logging(log_level)
+    try:
+        server = build_server(
+            load_config(config_path),
+            endpoint=endpoint,
+            node_id=node_id,
+            mode=mode,
+            state_dir=state_dir,
+        )
+    except SharevolError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    stopping.wait()
+    logging.getLogger(__name__).info("stopping")
+    server.stop(grace=5.0)

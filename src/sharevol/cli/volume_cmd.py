@@ -1,0 +1,383 @@
+"""`sharevol volume ...`: drive a running server over its socket, the way a CO would.
+
+Each command parses its arguments, makes the CSI or Admin calls a container orchestrator would
+make, and prints the outcome. Every failure is one `error: ...` line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import click
+
+from sharevol.cli import output
+from sharevol.cli.client import (
+    DEFAULT_ENDPOINT,
+    DEFAULT_TIMEOUT,
+    ClientError,
+    SharevolClient,
+    volume_capability,
+)
+from sharevol.cli.common import CliError, Group, Size, fail
+from sharevol.csi._proto import admin_pb2, csi_pb2
+from sharevol.errors import SharevolError
+from sharevol.units import format_size
+
+__all__ = ["ACCESS_MODES", "QUOTA_CONTEXT_KEY", "staging_path", "volume"]
+
+# volume_context key of CreateVolume's answer: "enforced" or "not enforced".
+QUOTA_CONTEXT_KEY = "sharevol.csi.io/quota"
+
+# Kubernetes access modes as the CSI modes the external-provisioner sends for them. RWO is
+# SINGLE_NODE_MULTI_WRITER because the driver advertises that capability.
+ACCESS_MODES: dict[str, str] = {
+    "rwo": "SINGLE_NODE_MULTI_WRITER",
+    "rwop": "SINGLE_NODE_SINGLE_WRITER",
+    "rox": "MULTI_NODE_READER_ONLY",
+    "rwx": "MULTI_NODE_MULTI_WRITER",
+}
+
+_STATUS = {"ready": "Ready", "creating": "Creating", "deleting": "Deleting"}
+_RECLAIM_EFFECT = {
+    "delete": "its data is deleted",
+    "retain": "its data is kept in the pool",
+    "archive": "its data is archived in the pool",
+}
+_OUTPUT = click.Choice(["table", "json"])
+_READER_ONLY = (
+    csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_READER_ONLY,
+    csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_READER_ONLY,
+)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    endpoint: str
+    timeout: float
+
+
+def staging_path(socket: str, volume_id: str) -> str:
+    """Where the CLI, acting as the CO, stages a volume: next to the server's socket."""
+    name = volume_id.replace("/", "-")
+    if name in ("", ".", "..") or "\0" in name:
+        raise ClientError(f"server returned volume ID {volume_id!r}, unusable as a directory")
+    return os.path.join(os.path.dirname(socket), "staging", name)
+
+
+@contextmanager
+def _session(ctx: click.Context) -> Iterator[SharevolClient]:
+    """A connected client; client and OS failures leave as one-line CliErrors."""
+    settings = ctx.find_object(_Settings)
+    if settings is None:  # only when a command is invoked without its group
+        settings = _Settings(DEFAULT_ENDPOINT, DEFAULT_TIMEOUT)
+    try:
+        with SharevolClient(settings.endpoint, settings.timeout) as client:
+            yield client
+    except (ClientError, SharevolError) as error:
+        raise CliError(str(error)) from None
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        raise CliError(f"{error.strerror or error}{where}") from None
+
+
+def _status(volume: admin_pb2.VolumeInfo) -> str:
+    if volume.state == "ready" and volume.published_targets:
+        return "Published"
+    return _STATUS.get(volume.state, volume.state.capitalize() or output.UNKNOWN)
+
+
+def _reclaim(volume: admin_pb2.VolumeInfo) -> str:
+    return volume.on_delete.capitalize() or output.UNKNOWN
+
+
+def _quota_text(enforced: bool) -> str:
+    return "enforced" if enforced else "not enforced: writes can go beyond the capacity"
+
+
+def _capability(volume: admin_pb2.VolumeInfo) -> csi_pb2.VolumeCapability:
+    if not volume.access_modes:
+        raise ClientError(f"volume {volume.name!r} has no access mode recorded on the server")
+    return volume_capability(volume.access_modes[0], volume.access_type)
+
+
+@click.group(cls=Group)
+@click.option(
+    "--endpoint",
+    envvar="SHAREVOL_ENDPOINT",
+    default=DEFAULT_ENDPOINT,
+    show_default=True,
+    show_envvar=True,
+    help="The server's socket, as `sharevol up` serves it.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    help="Seconds to wait for each call to the server.",
+)
+@click.pass_context
+def volume(ctx: click.Context, endpoint: str, timeout: float) -> None:
+    """Create, list, mount and delete volumes on a running sharevol server."""
+    ctx.obj = _Settings(endpoint=endpoint, timeout=timeout)
+
+
+def _parse_params(
+    ctx: click.Context, param: click.Parameter, values: Sequence[str]
+) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx, param)
+        if pairs.get(key, value) != value:
+            raise click.BadParameter(f"{key!r} is given twice with different values", ctx, param)
+        pairs[key] = value
+    return pairs
+
+
+@volume.command()
+@click.argument("name")
+@click.option("--size", type=Size(), required=True, help="Capacity: 1Gi, 500Mi, 1G or bytes.")
+@click.option(
+    "--access-mode",
+    "access_modes",
+    type=click.Choice(list(ACCESS_MODES), case_sensitive=False),
+    multiple=True,
+    help="rwo (default), rwop, rox or rwx; repeat for several.",
+)
+@click.option("--pool", default="", help="The pool to carve the volume from.")
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    callback=_parse_params,
+    metavar="KEY=VALUE",
+    help="A StorageClass parameter; repeat for several.",
+)
+@click.option("--block", is_flag=True, help="A raw block volume instead of a filesystem.")
+@click.pass_context
+def create(
+    ctx: click.Context,
+    name: str,
+    size: int,
+    access_modes: tuple[str, ...],
+    pool: str,
+    params: dict[str, str],
+    block: bool,
+) -> None:
+    """Create volume NAME (CSI CreateVolume; running it again is safe)."""
+    parameters = dict(params)
+    if pool:
+        if parameters.get("pool", pool) != pool:
+            fail(f"--pool {pool} and --param pool={parameters['pool']} disagree: give one")
+        parameters["pool"] = pool
+    modes = list(dict.fromkeys(mode.lower() for mode in access_modes)) or ["rwo"]
+    access_type = "block" if block else "mount"
+    with _session(ctx) as client:
+        capabilities = [volume_capability(ACCESS_MODES[mode], access_type) for mode in modes]
+        created = client.create_volume(name, size, capabilities, parameters)
+    quota = created.volume_context.get(QUOTA_CONTEXT_KEY)
+    if quota == "enforced":
+        enforcement = "quota enforced"
+    elif quota == "not enforced":
+        enforcement = "size not enforced"
+    else:
+        enforcement = "quota status not reported by the server"
+    size_text = format_size(created.capacity_bytes)
+    click.echo(f"volume {name} created: {created.volume_id}, {size_text}, {enforcement}")
+
+
+@volume.command(name="list")
+@click.option("-o", "--output", "output_format", type=_OUTPUT, default="table", show_default=True)
+@click.pass_context
+def list_volumes(ctx: click.Context, output_format: str) -> None:
+    """List volumes with their usage, like `kubectl get pv`."""
+    with _session(ctx) as client:
+        volumes = sorted(client.list_volumes(), key=lambda item: (item.name, item.volume_id))
+    if output_format == "json":
+        output.print_json([output.message_to_dict(item) for item in volumes])
+        return
+    if not volumes:
+        click.echo("no volumes", err=True)
+        return
+    headers = ["NAME", "CAPACITY", "USED", "ACCESS MODES", "RECLAIM", "STATUS", "POOL", "AGE"]
+    rows = [
+        [
+            item.name,
+            output.format_capacity(item.capacity_bytes, item.quota_enforced),
+            output.format_used(item.used_bytes),
+            output.format_access_modes(item.access_modes),
+            _reclaim(item),
+            _status(item),
+            item.pool,
+            output.format_age(item.created_unix),
+        ]
+        for item in volumes
+    ]
+    output.print_table(headers, rows)
+
+
+@volume.command()
+@click.argument("name")
+@click.option("-o", "--output", "output_format", type=_OUTPUT, default="table", show_default=True)
+@click.pass_context
+def get(ctx: click.Context, name: str, output_format: str) -> None:
+    """Show everything the server knows about volume NAME."""
+    with _session(ctx) as client:
+        info = client.get_volume(name=name)
+    if output_format == "json":
+        output.print_json(output.message_to_dict(info))
+        return
+    created = output.UNKNOWN
+    if info.created_unix > 0:
+        when = dt.datetime.fromtimestamp(info.created_unix, dt.UTC).isoformat()
+        created = f"{when} ({output.format_age(info.created_unix)} ago)"
+    parameters = ",".join(f"{key}={value}" for key, value in sorted(info.parameters.items()))
+    output.print_key_values(
+        [
+            ("NAME", info.name),
+            ("VOLUME ID", info.volume_id),
+            ("POOL", info.pool),
+            ("CAPACITY", output.format_capacity(info.capacity_bytes, info.quota_enforced)),
+            ("USED", output.format_used(info.used_bytes)),
+            ("ACCESS MODES", output.format_access_modes(info.access_modes)),
+            ("ACCESS TYPE", info.access_type or "mount"),
+            ("RECLAIM", _reclaim(info)),
+            ("STATUS", _status(info)),
+            ("CREATED", created),
+            ("PATH", info.path or output.UNKNOWN),
+            ("PUBLISHED AT", ",".join(info.published_targets) or "<none>"),
+            ("PARAMETERS", parameters or "<none>"),
+        ]
+    )
+
+
+@volume.command()
+@click.argument("name")
+@click.option("-o", "--output", "output_format", type=_OUTPUT, default="table", show_default=True)
+@click.pass_context
+def stats(ctx: click.Context, name: str, output_format: str) -> None:
+    """Show the usage of volume NAME, as its quota counts it."""
+    with _session(ctx) as client:
+        info = client.get_volume(name=name)
+    known = info.used_bytes >= 0
+    available = max(info.capacity_bytes - info.used_bytes, 0) if known else -1
+    if output_format == "json":
+        output.print_json(
+            {
+                "name": info.name,
+                "volume_id": info.volume_id,
+                "capacity_bytes": info.capacity_bytes,
+                "used_bytes": info.used_bytes,
+                "available_bytes": available,
+                "used_inodes": info.used_inodes,
+                "quota_enforced": info.quota_enforced,
+                "pool": info.pool,
+                "path": info.path,
+            }
+        )
+        return
+    output.print_key_values(
+        [
+            ("CAPACITY", format_size(info.capacity_bytes)),
+            ("USED", output.format_used(info.used_bytes)),
+            ("AVAILABLE", format_size(available) if known else output.UNKNOWN),
+            ("USED INODES", str(info.used_inodes)),
+            ("QUOTA", _quota_text(info.quota_enforced)),
+            ("POOL", info.pool),
+            ("PATH", info.path or output.UNKNOWN),
+        ]
+    )
+
+
+@volume.command()
+@click.argument("name")
+@click.pass_context
+def delete(ctx: click.Context, name: str) -> None:
+    """Delete volume NAME (CSI DeleteVolume); its reclaim policy decides what happens to data."""
+    with _session(ctx) as client:
+        info = client.get_volume(name=name)
+        client.delete_volume(info.volume_id)
+    effect = _RECLAIM_EFFECT.get(info.on_delete, f"reclaim policy {info.on_delete!r} applied")
+    click.echo(f"volume {name} deleted ({info.volume_id}): {effect}")
+
+
+@volume.command()
+@click.argument("name")
+@click.argument("path", type=click.Path(dir_okay=True, file_okay=True))
+@click.option("--readonly", is_flag=True, help="Mount read-only.")
+@click.pass_context
+def mount(ctx: click.Context, name: str, path: str, readonly: bool) -> None:
+    """Mount volume NAME at PATH on this machine (CSI NodeStage, then NodePublish)."""
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    if not os.path.isdir(parent):
+        fail(f"cannot mount at {target}: its parent directory {parent} does not exist")
+    with _session(ctx) as client:
+        info = client.get_volume(name=name)
+        capability = _capability(info)
+        # A reader-only volume is mounted read-only whether or not --readonly was given.
+        readonly = readonly or capability.access_mode.mode in _READER_ONLY
+        stage = staging_path(client.path, info.volume_id)
+        was_staged = any(p.volume_id == info.volume_id for p in client.list_publications())
+        # The CO creates the staging directory; the SP mounts on it (CSI NodeStageVolume).
+        os.makedirs(stage, mode=0o750, exist_ok=True)
+        try:
+            client.node_stage_volume(info.volume_id, stage, capability)
+            client.node_publish_volume(info.volume_id, target, stage, capability, readonly)
+        except ClientError:
+            if not was_staged:
+                _undo_stage(client, info.volume_id, stage)
+            raise
+    mode = "read-only" if readonly else "read-write"
+    click.echo(f"volume {name} mounted at {target} ({mode}), staged at {stage}")
+
+
+def _undo_stage(client: SharevolClient, volume_id: str, stage: str) -> None:
+    """Best effort: a failed first mount should not leave a staged volume nobody can unmount."""
+    try:
+        client.node_unstage_volume(volume_id, stage)
+        os.rmdir(stage)
+    except (ClientError, OSError) as error:
+        click.echo(f"warning: volume {volume_id} stays staged at {stage}: {error}", err=True)
+
+
+@volume.command()
+@click.argument("path", type=click.Path())
+@click.pass_context
+def unmount(ctx: click.Context, path: str) -> None:
+    """Unmount the volume mounted at PATH; unstage it when no other mount uses it."""
+    target = os.path.abspath(path)
+    candidates = {target, os.path.realpath(target)}
+    with _session(ctx) as client:
+        found = [
+            publication
+            for publication in client.list_publications()
+            if os.path.normpath(publication.target_path) in candidates
+        ]
+        if not found:
+            fail(f"no sharevol volume is mounted at {target}")
+        publication = found[0]
+        volume_id = publication.volume_id
+        client.node_unpublish_volume(volume_id, publication.target_path)
+        others = [p for p in client.list_publications() if p.volume_id == volume_id]
+        if others:
+            click.echo(f"unmounted {target} ({volume_id}); it stays mounted at {len(others)} more")
+            return
+        stage = publication.staging_path or staging_path(client.path, volume_id)
+        client.node_unstage_volume(volume_id, stage)
+        ours = os.path.dirname(stage) == os.path.join(os.path.dirname(client.path), "staging")
+    message = f"unmounted {target} ({volume_id}) and unstaged it"
+    if ours:
+        try:
+            os.rmdir(stage)
+        except FileNotFoundError:
+            pass
+        except OSError as error:
+            click.echo(f"warning: left staging directory {stage}: {error.strerror}", err=True)
+    click.echo(message)

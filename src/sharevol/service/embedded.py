@@ -1,0 +1,250 @@
+"""The embedded default pool of `sharevol up`: a sparse btrfs image on a loop device, so quotas
+and instant snapshots work on any Linux box; a plain directory, with the reason, when impossible.
+
+The image is never reformatted or shrunk, and detach keeps it: the next attach finds every volume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from sharevol.errors import CommandFailed, FailedPrecondition, InvalidArgument
+from sharevol.sys.mounts import MountEntry, Mounter, SystemMounter, normalize, top_mount_at
+from sharevol.sys.runner import CommandRunner
+from sharevol.units import format_size
+
+DEFAULT_SIZE = 10 * 1024**3
+MIN_SIZE = 256 * 1024**2
+"""btrfs needs ~120 MiB for itself; below this a pool holds nothing useful."""
+
+IMAGE_NAME = "pool.img"
+MOUNT_NAME = "pool"
+
+_QUICK = 15.0
+"""Timeout of commands that only touch metadata (losetup, blkid, truncate)."""
+_SLOW = 120.0
+"""Timeout of commands that write or wait for the filesystem (mkfs, mount, umount, resize)."""
+
+# (tool, Debian package): what the btrfs pool needs besides root.
+_TOOLS = (
+    ("mkfs.btrfs", "btrfs-progs"),
+    ("btrfs", "btrfs-progs"),
+    ("losetup", "mount"),
+    ("blkid", "util-linux"),
+)
+
+PoolKindName = Literal["btrfs", "plain"]
+
+
+@dataclass(frozen=True)
+class EmbeddedResult:
+    """What attach() made: where the pool is, what kind, and why it is plain when it is."""
+
+    path: Path
+    kind: PoolKindName
+    size_bytes: int | None
+    """Size of the image (btrfs); None for a plain directory, which shares its filesystem."""
+    fallback_reason: str | None = None
+    """Why this is a plain directory instead of btrfs (no quotas, no instant snapshots)."""
+    notes: tuple[str, ...] = ()
+    """Things done or refused on the way (image grown, smaller size ignored)."""
+    device: str | None = None
+
+
+class EmbeddedPool:
+    """Attaches and detaches the pool under `<state_dir>`; every step is idempotent."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        size_bytes: int,
+        runner: CommandRunner,
+        *,
+        mounter: Mounter | None = None,
+        geteuid: Callable[[], int] = os.geteuid,
+    ) -> None:
+        if size_bytes < MIN_SIZE:
+            raise InvalidArgument(
+                f"pool size {format_size(size_bytes)} is too small: use at least "
+                f"{format_size(MIN_SIZE)}"
+            )
+        self.state_dir = state_dir.absolute()
+        self.size_bytes = size_bytes
+        self._runner = runner
+        self._mounter = mounter if mounter is not None else SystemMounter(runner, timeout=_SLOW)
+        self._geteuid = geteuid
+
+    @property
+    def image(self) -> Path:
+        return self.state_dir / IMAGE_NAME
+
+    @property
+    def mount_point(self) -> Path:
+        return self.state_dir / MOUNT_NAME
+
+    def attach(self) -> EmbeddedResult:
+        """Make or reuse the btrfs pool and mount it; fall back to a plain directory, saying why."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        reason = self._why_not_btrfs()
+        if reason is not None:
+            self.mount_point.mkdir(exist_ok=True)
+            return EmbeddedResult(self.mount_point, "plain", None, fallback_reason=reason)
+        return self._attach_btrfs()
+
+    def users(self) -> list[str]:
+        """Mount points that use the pool: bind mounts of its volumes, mounts inside it."""
+        if self._geteuid() != 0:
+            return []
+        table = self._mounter.mounts()
+        own = top_mount_at(table, self.mount_point)
+        if own is None:
+            return []
+        inside = normalize(self.mount_point) + "/"
+        return [
+            entry.mount_point
+            for entry in table
+            if entry != own and (entry.device == own.device or entry.mount_point.startswith(inside))
+        ]
+
+    def detach(self) -> None:
+        """Unmount the pool and free its loop device, keeping the image; refuse while in use."""
+        if self._geteuid() != 0:
+            return  # a plain directory: nothing was mounted
+        users = self.users()
+        if users:
+            raise FailedPrecondition(
+                f"pool {self.mount_point} is still used by mounts: {', '.join(users)}; "
+                "unmount them first (sharevol volume unmount PATH)"
+            )
+        devices = self._loop_devices()
+        mounted = self._mounted()
+        if mounted is not None and mounted.source in devices:
+            self._mounter.unmount(self.mount_point)
+        for device in devices:
+            self._run("losetup", "-d", device)
+
+    # -- btrfs path -------------------------------------------------------------------------
+
+    def _why_not_btrfs(self) -> str | None:
+        if self._geteuid() != 0:
+            return "not running as root: a loop-mounted btrfs image needs root"
+        for tool, package in _TOOLS:
+            if not self._has_tool(tool):
+                return (
+                    f"{tool} not found: install {package} "
+                    f"(apt-get install {package}, or run ./scripts/bootstrap as root)"
+                )
+        if not self._loop_devices():
+            try:
+                self._run("losetup", "--find")
+            except CommandFailed as exc:
+                return f"no free loop device ({exc}): load the loop module (modprobe loop)"
+        return None
+
+    def _attach_btrfs(self) -> EmbeddedResult:
+        notes: list[str] = []
+        grown = False
+        if not self.image.exists():
+            self._run("truncate", "-s", str(self.size_bytes), str(self.image))
+            notes.append(f"created sparse image {self.image} ({format_size(self.size_bytes)})")
+        else:
+            current = self.image.stat().st_size
+            if self.size_bytes > current:
+                self._run("truncate", "-s", str(self.size_bytes), str(self.image))
+                grown = True
+                notes.append(
+                    f"grew pool from {format_size(current)} to {format_size(self.size_bytes)}"
+                )
+            elif self.size_bytes < current:
+                notes.append(
+                    f"pool image is {format_size(current)}, larger than the requested "
+                    f"{format_size(self.size_bytes)}: kept at {format_size(current)} "
+                    "(a pool is never shrunk)"
+                )
+        size = self.image.stat().st_size
+
+        devices = self._loop_devices()
+        attached_now = not devices
+        if devices:
+            device = devices[0]
+            if grown:
+                self._run("losetup", "-c", device)  # re-read the backing file's new size
+        else:
+            device = self._run("losetup", "--find", "--show", str(self.image)).strip()
+        try:
+            self._ensure_btrfs(device, notes)
+            self._ensure_mounted(device)
+        except Exception:
+            if attached_now:
+                self._run("losetup", "-d", device)
+            raise
+        self._run("btrfs", "quota", "enable", str(self.mount_point), timeout=_SLOW)
+        if grown:
+            self._run("btrfs", "filesystem", "resize", "max", str(self.mount_point), timeout=_SLOW)
+        return EmbeddedResult(self.mount_point, "btrfs", size, notes=tuple(notes), device=device)
+
+    def _ensure_btrfs(self, device: str, notes: list[str]) -> None:
+        """Format only an image with no filesystem signature at all; never overwrite one."""
+        result = self._runner.run(
+            ["blkid", "-p", "-o", "value", "-s", "TYPE", device], timeout=_QUICK, check=False
+        )
+        if result.returncode == 2:  # blkid: nothing found on the device
+            # No -f: mkfs.btrfs itself refuses to overwrite any signature blkid missed.
+            self._run("mkfs.btrfs", "-q", "-L", "sharevol", device, timeout=_SLOW)
+            notes.append(f"formatted {self.image.name} as btrfs")
+            return
+        if result.returncode != 0:
+            raise CommandFailed(list(result.argv), result.returncode, result.stderr)
+        fstype = result.stdout.strip()
+        if fstype != "btrfs":
+            raise FailedPrecondition(
+                f"{self.image} holds a {fstype or 'unknown'} filesystem, not btrfs; sharevol "
+                "never reformats it: move it away or use another --state-dir"
+            )
+
+    def _ensure_mounted(self, device: str) -> None:
+        mounted = self._mounted()
+        if mounted is not None:
+            if mounted.fs_type != "btrfs" or mounted.source != device:
+                raise FailedPrecondition(
+                    f"{self.mount_point} is already mounted from {mounted.source} "
+                    f"({mounted.fs_type}), not from {device} ({self.image.name}): unmount it "
+                    "or use another --state-dir"
+                )
+            return
+        self.mount_point.mkdir(exist_ok=True)
+        if any(self.mount_point.iterdir()):
+            raise FailedPrecondition(
+                f"{self.mount_point} is not empty (a plain-directory pool from a run without "
+                "root or btrfs-progs?); mounting over it would hide that data: move it away "
+                "or use another --state-dir"
+            )
+        self._mounter.mount(device, self.mount_point, "btrfs")
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def _has_tool(self, tool: str) -> bool:
+        try:
+            self._run(tool, "--version")
+        except CommandFailed as exc:
+            # returncode None and no timeout: the runner could not start it at all.
+            return exc.returncode is not None or exc.timed_out
+        return True
+
+    def _loop_devices(self) -> list[str]:
+        """Loop devices already backed by the image (a crash or an earlier `up` left them)."""
+        if not self.image.exists():
+            return []
+        out = self._run("losetup", "--list", "--noheadings", "-O", "NAME", "-j", str(self.image))
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def _mounted(self) -> MountEntry | None:
+        """The mount visible on the pool mount point, or None."""
+        return self._mounter.find(self.mount_point)
+
+    def _run(self, *argv: str, timeout: float = _QUICK) -> str:
+        return self._runner.run(list(argv), timeout=timeout).stdout

@@ -1,0 +1,355 @@
+"""Controller-side volume lifecycle: create, delete, list, capacity, capability checks.
+
+Crash safety (DESIGN.md): a create first writes a reservation record (state `creating`), then
+makes the volume, then marks it `ready`; a retry with the same name resumes from the record. A
+delete first marks the record `deleting`, then acts, then forgets or re-labels it. At any crash
+point a retry converges to one correct volume, and no subvolume or qgroup is left unowned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sharevol.catalog.records import Capability, OnDelete, VolumeRecord
+from sharevol.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    SharevolError,
+)
+from sharevol.pools.base import VolumeUsage
+from sharevol.service.capacity import choose_capacity, fits, pool_budget
+from sharevol.service.ids import check_id_length, new_volume_ref, parse_volume_id
+from sharevol.service.index import VolumeIndex
+from sharevol.service.locate import PoolHandle
+from sharevol.service.naming import render_directory
+from sharevol.service.params import check_map_size, parse_parameters
+from sharevol.units import format_size
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_KEY = "topology.sharevol.csi.io/node"
+CONTEXT_PREFIX = "sharevol.csi.io/"
+
+MountsOf = Callable[[VolumeRecord], list[str]]
+"""Where a volume's directory is mounted on this machine (empty when nowhere)."""
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """CreateVolume in domain form (the csi layer has checked required fields)."""
+
+    name: str
+    capabilities: tuple[Capability, ...]
+    required_bytes: int = 0
+    limit_bytes: int = 0
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    mutable_parameters: Mapping[str, str] = field(default_factory=dict)
+    requisite_topologies: tuple[Mapping[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing and the token of the next one ("" when it was the last)."""
+
+    records: list[VolumeRecord]
+    next_token: str
+
+
+class Provisioner:
+    """The volumes of every pool this controller serves."""
+
+    def __init__(
+        self,
+        pools: Mapping[str, PoolHandle],
+        default_pool: str,
+        node_id: str,
+        mounts_of: MountsOf | None = None,
+    ) -> None:
+        self._pools = pools
+        self._default_pool = default_pool
+        self._node_id = node_id
+        self._mounts_of = mounts_of or (lambda _record: [])
+        self.index = VolumeIndex(
+            record for handle in pools.values() for record in handle.catalog.load_volumes()
+        )
+
+    # -- create ---------------------------------------------------------------------------
+
+    def create_volume(self, request: CreateRequest) -> VolumeRecord:
+        """Create the named volume, or return it when it already exists compatibly."""
+        params = parse_parameters(request.parameters)
+        check_map_size(request.mutable_parameters, "mutable_parameters")
+        if request.mutable_parameters:
+            raise InvalidArgument("sharevol has no mutable parameters yet")
+        pool_name = params.pool or self._default_pool
+        handle = self._pools.get(pool_name)
+        if handle is None:
+            raise InvalidArgument(f"unknown pool {pool_name!r} (pools: {', '.join(self._pools)})")
+        capacity = choose_capacity(request.required_bytes, request.limit_bytes)
+        existing = self.index.by_name(request.name)
+        if existing is not None:
+            self._check_compatible(existing, request)
+            if existing.state == "deleting":
+                raise Aborted(f"volume {request.name!r} is being deleted; retry later")
+            return existing if existing.state == "ready" else self._finish(existing)
+        topology = self._topology(handle, request)
+        with handle.catalog.pool_lock():
+            self._check_fits(handle, capacity)
+            ref = new_volume_ref(pool_name)
+            directory = render_directory(params, ref.uuid)
+            self._check_directory_free(handle, directory)
+            record = VolumeRecord(
+                volume_id=ref.volume_id,
+                name=request.name,
+                pool=pool_name,
+                uuid=ref.uuid,
+                directory=directory,
+                capacity_bytes=capacity,
+                capabilities=request.capabilities,
+                parameters=dict(request.parameters),
+                on_delete=params.on_delete,
+                state="creating",
+                quota_enforced=handle.pool.capabilities.enforces_quota,
+                accessible_topology=topology,
+            )
+            handle.catalog.put_volume(record)
+            self.index.put(record)
+        return self._finish(record)
+
+    def _finish(self, record: VolumeRecord) -> VolumeRecord:
+        """Make the volume of a `creating` record and mark it ready; undo it on failure."""
+        handle = self._pools[record.pool]
+        try:
+            backend = handle.pool.create_volume(record.directory, record.capacity_bytes)
+        except SharevolError:
+            log.exception("creating volume %s failed; removing its reservation", record.volume_id)
+            handle.pool.delete_volume(record.directory, record.backend)
+            handle.catalog.remove_volume(record.uuid)
+            self.index.remove(record.volume_id)
+            raise
+        ready = record.model_copy(update={"state": "ready", "backend": backend})
+        handle.catalog.put_volume(ready)
+        self.index.put(ready)
+        log.info(
+            "created volume %s (%s) in pool %s: %s, %s",
+            ready.volume_id,
+            ready.name,
+            ready.pool,
+            format_size(ready.capacity_bytes),
+            "quota enforced" if ready.quota_enforced else "size not enforced",
+        )
+        return ready
+
+    def _check_compatible(self, existing: VolumeRecord, request: CreateRequest) -> None:
+        """CSI CreateVolume idempotency: same name must mean the same volume."""
+        problems = []
+        if not fits(existing.capacity_bytes, request.required_bytes, request.limit_bytes):
+            problems.append(
+                f"its size {existing.capacity_bytes} is outside the requested range "
+                f"[{request.required_bytes}, {request.limit_bytes or 'unlimited'}]"
+            )
+        if set(existing.capabilities) != set(request.capabilities):
+            problems.append("it has other volume capabilities")
+        if existing.parameters != dict(request.parameters):
+            problems.append("it has other parameters")
+        if request.requisite_topologies and not _topology_allowed(
+            existing.accessible_topology, request.requisite_topologies
+        ):
+            problems.append("its topology is not among the requisite ones")
+        if problems:
+            raise AlreadyExists(
+                f"volume {existing.name!r} already exists and is incompatible: "
+                + "; ".join(problems)
+            )
+
+    def _topology(self, handle: PoolHandle, request: CreateRequest) -> dict[str, str]:
+        if not handle.pool.capabilities.node_local:
+            return {}
+        topology = {TOPOLOGY_KEY: self._node_id}
+        if request.requisite_topologies and not _topology_allowed(
+            topology, request.requisite_topologies
+        ):
+            raise ResourceExhausted(
+                f"pool {handle.pool.name!r} is local to node {self._node_id!r}, which is not "
+                "among the requisite topologies"
+            )
+        return topology
+
+    def _check_fits(self, handle: PoolHandle, capacity: int) -> None:
+        available = self.available_bytes(handle.pool.name)
+        if capacity > available:
+            raise ResourceExhausted(
+                f"pool {handle.pool.name!r} cannot fit {format_size(capacity)}: "
+                f"{format_size(available)} left to provision"
+            )
+
+    def _check_directory_free(self, handle: PoolHandle, directory: str) -> None:
+        owner = self.index.directory_owner(handle.pool.name, directory)
+        if owner is not None:
+            raise AlreadyExists(
+                f"directory {directory!r} in pool {handle.pool.name!r} already belongs to "
+                f"volume {owner.name!r} ({owner.state})"
+            )
+        if handle.pool.volume_path(directory).exists():
+            raise AlreadyExists(
+                f"directory {directory!r} exists in pool {handle.pool.name!r} but belongs to no "
+                "volume; move it away or use another subDir"
+            )
+
+    # -- delete ---------------------------------------------------------------------------
+
+    def delete_volume(self, volume_id: str) -> None:
+        """Delete, retain or archive a volume as recorded at create time; unknown IDs are OK."""
+        check_id_length(volume_id, "volume_id")
+        ref = parse_volume_id(volume_id)
+        if ref is None or ref.pool not in self._pools:
+            return
+        record = self.index.get(volume_id)
+        if record is None or not record.live:
+            return
+        mounts = self._mounts_of(record) if record.state == "ready" else []
+        if mounts:
+            raise FailedPrecondition(
+                f"volume {record.name!r} is in use: mounted at {', '.join(sorted(mounts))}"
+            )
+        handle = self._pools[record.pool]
+        deleting = record.model_copy(update={"state": "deleting"})
+        handle.catalog.put_volume(deleting)
+        self.index.put(deleting)
+        now = dt.datetime.now(dt.UTC)
+        if record.on_delete is OnDelete.DELETE:
+            handle.pool.delete_volume(record.directory, record.backend)
+            handle.catalog.remove_volume(record.uuid)
+            self.index.remove(volume_id)
+        elif record.on_delete is OnDelete.RETAIN:
+            self._relabel(
+                handle, deleting.model_copy(update={"state": "retained", "deleted_at": now})
+            )
+        else:
+            archive_name = f"{record.directory}-{now:%Y%m%dT%H%M%SZ}"
+            handle.pool.archive_volume(record.directory, archive_name)
+            self._relabel(
+                handle,
+                deleting.model_copy(
+                    update={"state": "archived", "deleted_at": now, "archive_name": archive_name}
+                ),
+            )
+        log.info("deleted volume %s (%s): %s", volume_id, record.name, record.on_delete.value)
+
+    def _relabel(self, handle: PoolHandle, record: VolumeRecord) -> None:
+        handle.catalog.put_volume(record)
+        self.index.put(record)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def get(self, volume_id: str) -> VolumeRecord:
+        """A ready volume by ID, or NotFound."""
+        check_id_length(volume_id, "volume_id")
+        record = self.index.get(volume_id) if parse_volume_id(volume_id) else None
+        if record is None or record.state != "ready":
+            raise NotFound(f"volume {volume_id!r} not found")
+        return record
+
+    def get_by_name(self, name: str) -> VolumeRecord:
+        record = self.index.by_name(name)
+        if record is None:
+            raise NotFound(f"no volume named {name!r}")
+        return record
+
+    def list_page(self, starting_token: str, max_entries: int) -> Page:
+        """ListVolumes: ready volumes in volume-ID order, resuming after the token's ID.
+
+        The token is the last ID of the previous page, so volumes added or deleted between
+        pages never make a valid token fail; a token that is not an ID is ABORTED (CSI)."""
+        if max_entries < 0:
+            raise InvalidArgument("max_entries must not be negative")
+        if starting_token and parse_volume_id(starting_token) is None:
+            raise Aborted(f"invalid starting_token {starting_token[:64]!r}")
+        records = [
+            r
+            for r in self.index.records()
+            if r.state == "ready" and (not starting_token or r.volume_id > starting_token)
+        ]
+        if max_entries and len(records) > max_entries:
+            page = records[:max_entries]
+            return Page(page, page[-1].volume_id)
+        return Page(records, "")
+
+    def usage(self, record: VolumeRecord) -> VolumeUsage:
+        handle = self._pools[record.pool]
+        return handle.pool.usage(record.directory, record.capacity_bytes, record.backend)
+
+    def pools(self) -> Mapping[str, PoolHandle]:
+        return self._pools
+
+    def available_bytes(self, pool_name: str) -> int:
+        """Bytes the pool may still promise to new volumes."""
+        handle = self._pools[pool_name]
+        budget = pool_budget(handle.pool.space().total_bytes, handle.overcommit)
+        return max(0, budget - self.index.provisioned_bytes(pool_name))
+
+    def capacity(self, parameters: Mapping[str, str], topology: Mapping[str, str] | None) -> int:
+        """GetCapacity: what a new volume with these parameters could get."""
+        params = parse_parameters(parameters)
+        pool_name = params.pool or self._default_pool
+        handle = self._pools.get(pool_name)
+        if handle is None:
+            raise InvalidArgument(f"unknown pool {pool_name!r} (pools: {', '.join(self._pools)})")
+        if topology and handle.pool.capabilities.node_local:
+            node = topology.get(TOPOLOGY_KEY)
+            if node is not None and node != self._node_id:
+                return 0
+        return self.available_bytes(pool_name)
+
+    def confirm_capabilities(
+        self,
+        record: VolumeRecord,
+        capabilities: Sequence[Capability],
+        parameters: Mapping[str, str],
+    ) -> str | None:
+        """None when the volume supports every capability asked, else why not (for the message
+        of ValidateVolumeCapabilities, which answers OK without `confirmed`)."""
+        if parameters and dict(parameters) != record.parameters:
+            return "parameters differ from the ones the volume was created with"
+        supported = {(c.access_mode, c.access_type) for c in record.capabilities}
+        for capability in capabilities:
+            if capability.access_type != record.access_type:
+                return f"the volume is a {record.access_type} volume"
+            if (capability.access_mode, capability.access_type) not in supported and not any(
+                _mode_covers(c, capability) for c in record.capabilities
+            ):
+                return f"access mode {capability.access_mode.value} was not requested at creation"
+        return None
+
+
+def _mode_covers(created: Capability, asked: Capability) -> bool:
+    """A volume created for writers may also be used by readers of the same reach."""
+    if created.access_type != asked.access_type:
+        return False
+    if asked.access_mode.read_only:
+        return created.access_mode.multi_node or not asked.access_mode.multi_node
+    return False
+
+
+def _topology_allowed(topology: Mapping[str, str], requisite: Sequence[Mapping[str, str]]) -> bool:
+    """A volume with no topology is reachable everywhere; otherwise one requisite must match."""
+    if not topology:
+        return True
+    return any(all(topology.get(k) == v for k, v in t.items() if k in topology) for t in requisite)
+
+
+def volume_context(record: VolumeRecord) -> dict[str, str]:
+    """What a node (and a human reading the PV) learns from CreateVolume."""
+    return {
+        f"{CONTEXT_PREFIX}pool": record.pool,
+        f"{CONTEXT_PREFIX}directory": record.directory,
+        f"{CONTEXT_PREFIX}quota": "enforced" if record.quota_enforced else "not enforced",
+        f"{CONTEXT_PREFIX}onDelete": record.on_delete.value,
+    }

@@ -1,0 +1,461 @@
+"""The node side: stage a volume (bind its pool directory onto the staging path), publish it
+(bind the staging path onto each target), undo both, and report usage of a published volume.
+
+Idempotency follows the CSI spec's tables and is decided from `/proc/self/mountinfo` (what is
+really mounted) plus one small record per stage and publication (what mountinfo cannot show:
+capability, readonly flag, volume ID). Unpublish is a verified unmount followed by `rmdir`,
+never a recursive delete.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple, Protocol
+
+from sharevol.catalog.records import AccessMode, Capability
+from sharevol.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    Internal,
+    NotFound,
+    SharevolError,
+    Unimplemented,
+)
+from sharevol.pools.base import VolumeUsage
+from sharevol.service.locate import LocatedVolume
+from sharevol.service.mount_points import (
+    StrPath,
+    canonical_path,
+    describe,
+    make_mount_point,
+    remove_target,
+    rmdir_quietly,
+    unmount_volume,
+)
+from sharevol.service.node_state import NodeState, PublishRecord, StageRecord
+from sharevol.sys.mounts import MountEntry, Mounter, MountIdentity, identity_of, top_mount_at
+
+log = logging.getLogger(__name__)
+
+
+class Locator(Protocol):
+    """Finds a ready volume by ID (sharevol.service.locate.VolumeLocator is the real one)."""
+
+    def locate(self, volume_id: str) -> LocatedVolume: ...
+
+
+class Publication(NamedTuple):
+    """One live publication on this node, for `sharevol` node listings."""
+
+    volume_id: str
+    target_path: str
+    staging_path: str
+    readonly: bool
+
+
+# (nodes, writers) an access mode allows; a request may not exceed what the volume was made for.
+_REACH: dict[AccessMode, tuple[int, int]] = {
+    AccessMode.SINGLE_NODE_READER_ONLY: (1, 0),
+    AccessMode.SINGLE_NODE_SINGLE_WRITER: (1, 1),
+    AccessMode.SINGLE_NODE_WRITER: (1, 2),
+    AccessMode.SINGLE_NODE_MULTI_WRITER: (1, 2),
+    AccessMode.MULTI_NODE_READER_ONLY: (2, 0),
+    AccessMode.MULTI_NODE_SINGLE_WRITER: (2, 1),
+    AccessMode.MULTI_NODE_MULTI_WRITER: (2, 2),
+}
+
+
+def capability_covered(requested: Capability, offered: Sequence[Capability]) -> bool:
+    """Whether a volume created with `offered` capabilities can serve `requested`: same access
+    type, and no more nodes or writers than one of the offered access modes allows."""
+    if not offered:
+        return True
+    nodes, writers = _REACH[requested.access_mode]
+    for capability in offered:
+        max_nodes, max_writers = _REACH[capability.access_mode]
+        same_type = capability.access_type == requested.access_type
+        if same_type and nodes <= max_nodes and writers <= max_writers:
+            return True
+    return False
+
+
+class NodePublisher:
+    """Stage, publish, unpublish, unstage and stats of volumes on one node."""
+
+    def __init__(self, locator: Locator, mounter: Mounter, state_dir: Path, node_id: str) -> None:
+        self._locator = locator
+        self._mounter = mounter
+        self._state = NodeState(state_dir)
+        self._node_id = node_id
+
+    # ---- stage / unstage -------------------------------------------------------------------
+
+    def stage(
+        self,
+        volume_id: str,
+        staging_path: StrPath,
+        capability: Capability,
+        volume_context: Mapping[str, str],
+    ) -> None:
+        """Bind the volume's directory onto `staging_path` (read-only for reader-only modes).
+        Already staged identically: OK. Something else or other parameters there: AlreadyExists."""
+        volume = self._locate_for_use(volume_id, capability)
+        staging = canonical_path(staging_path, "staging_target_path")
+        entries = self._mounter.mounts()
+        identity = _volume_identity(volume, entries, volume_id)
+        top = top_mount_at(entries, staging)
+        record = self._state.stage(staging)
+        if top is not None:
+            self._check_staged_same(top, record, volume_id, staging, capability, identity)
+            return
+        if record is not None:
+            log.info("dropping stale stage record of %s at %s", record.volume_id, staging)
+            self._state.remove_stage(staging)
+        make_mount_point(staging, "staging path")
+        self._state.put_stage(
+            StageRecord(
+                volume_id=volume_id,
+                staging_path=staging,
+                capability=capability,
+                node_id=self._node_id,
+                device=identity.device,
+                root=identity.root,
+            )
+        )
+        try:
+            self._mounter.bind(volume.path, staging, readonly=capability.access_mode.read_only)
+        except BaseException:
+            self._state.remove_stage(staging)
+            raise
+        log.info("staged %s at %s", volume_id, staging)
+
+    def _check_staged_same(
+        self,
+        top: MountEntry,
+        record: StageRecord | None,
+        volume_id: str,
+        staging: str,
+        capability: Capability,
+        identity: MountIdentity,
+    ) -> None:
+        if not top.identity.same_source(identity):
+            raise AlreadyExists(
+                f"staging path {staging} already holds another mount ({describe(top)}); "
+                f"unstage it before staging volume {volume_id} there"
+            )
+        if record is not None and record.identity.same_source(top.identity):
+            if record.volume_id != volume_id or record.capability != capability:
+                raise AlreadyExists(
+                    f"volume {volume_id} is already staged at {staging} with capability "
+                    f"{_show(record.capability)}, not {_show(capability)}; unstage it first"
+                )
+            return
+        # A mount of this volume without a (valid) record, e.g. the state dir was lost:
+        # adopt it if what mountinfo shows agrees with the request.
+        if top.read_only != capability.access_mode.read_only:
+            raise AlreadyExists(
+                f"volume {volume_id} is already staged at {staging} "
+                f"{'read-only' if top.read_only else 'read-write'}, which {_show(capability)} "
+                "does not match; unstage it first"
+            )
+        self._state.put_stage(
+            StageRecord(
+                volume_id=volume_id,
+                staging_path=staging,
+                capability=capability,
+                node_id=self._node_id,
+                device=top.device,
+                root=top.root,
+            )
+        )
+
+    def unstage(self, volume_id: str, staging_path: StrPath) -> None:
+        """Unmount the stage (verified); not staged: OK. The staging dir itself belongs to the
+        CO and stays."""
+        staging = canonical_path(staging_path, "staging_target_path")
+        record = self._state.stage(staging)
+        expected = self._expected_identities(volume_id, record)
+        still_published = [
+            pub.target_path
+            for pub in self._state.publications()
+            if pub.volume_id == volume_id
+            and pub.staging_path == staging
+            and self._live(pub.target_path, pub.identity)
+        ]
+        if still_published:
+            log.warning("unstaging %s while still published at %s", volume_id, still_published)
+        unmount_volume(self._mounter, staging, expected, volume_id)
+        self._state.remove_stage(staging)
+        log.info("unstaged %s from %s", volume_id, staging)
+
+    # ---- publish / unpublish ---------------------------------------------------------------
+
+    def publish(
+        self,
+        volume_id: str,
+        staging_path: StrPath,
+        target_path: StrPath,
+        capability: Capability,
+        readonly: bool,
+        volume_context: Mapping[str, str],
+    ) -> None:
+        """Bind the staged volume onto `target_path`, which this creates (a directory).
+        Read-only when `readonly` is set or the access mode is a reader-only one."""
+        volume = self._locate_for_use(volume_id, capability)
+        if os.fspath(staging_path) in ("", "."):
+            raise FailedPrecondition(
+                "staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE)"
+            )
+        staging = canonical_path(staging_path, "staging_target_path")
+        target = canonical_path(target_path, "target_path")
+        want_ro = readonly or capability.access_mode.read_only
+        entries = self._mounter.mounts()
+        identity = _volume_identity(volume, entries, volume_id)
+        top = top_mount_at(entries, target)
+        record = self._state.publication(target)
+        if top is not None:
+            self._check_published_same(
+                top, record, volume_id, staging, target, capability, readonly, identity
+            )
+            return
+        if record is not None:
+            log.info("dropping stale publish record of %s at %s", record.volume_id, target)
+            self._state.remove_publication(target)
+        stage_top = top_mount_at(entries, staging)
+        if stage_top is None or not stage_top.identity.same_source(identity):
+            raise FailedPrecondition(
+                f"volume {volume_id} is not staged at {staging} on node {self._node_id}; "
+                "NodeStageVolume must succeed first"
+            )
+        if stage_top.read_only and not want_ro:
+            raise FailedPrecondition(
+                f"volume {volume_id} is staged read-only at {staging}; it cannot be published "
+                "read-write from there"
+            )
+        self._check_other_targets(volume_id, target, capability, entries)
+        created = make_mount_point(target, "target path")
+        self._state.put_publication(
+            PublishRecord(
+                volume_id=volume_id,
+                target_path=target,
+                staging_path=staging,
+                capability=capability,
+                readonly=readonly,
+                node_id=self._node_id,
+                device=identity.device,
+                root=identity.root,
+            )
+        )
+        try:
+            self._mounter.bind(staging, target, readonly=want_ro)
+        except BaseException:
+            self._state.remove_publication(target)
+            if created:
+                rmdir_quietly(target)
+            raise
+        log.info("published %s at %s (%s)", volume_id, target, "ro" if want_ro else "rw")
+
+    def _check_published_same(
+        self,
+        top: MountEntry,
+        record: PublishRecord | None,
+        volume_id: str,
+        staging: str,
+        target: str,
+        capability: Capability,
+        readonly: bool,
+        identity: MountIdentity,
+    ) -> None:
+        if not top.identity.same_source(identity):
+            raise AlreadyExists(
+                f"target path {target} already holds another mount ({describe(top)}); "
+                f"volume {volume_id} cannot be published there"
+            )
+        want_ro = readonly or capability.access_mode.read_only
+        if record is not None and record.identity.same_source(top.identity):
+            differences = [
+                what
+                for what, differs in (
+                    ("volume", record.volume_id != volume_id),
+                    ("capability", record.capability != capability),
+                    ("readonly flag", record.readonly != readonly),
+                    ("staging path", record.staging_path != staging),
+                )
+                if differs
+            ]
+            if differences:
+                raise AlreadyExists(
+                    f"volume {record.volume_id} is already published at {target} with a "
+                    f"different {', '.join(differences)}; unpublish it first"
+                )
+            if want_ro and not top.read_only:
+                # Someone made our read-only mount writable; put the promise back.
+                self._mounter.remount_readonly(target)
+            return
+        if top.read_only != want_ro:
+            raise AlreadyExists(
+                f"volume {volume_id} is already published at {target} "
+                f"{'read-only' if top.read_only else 'read-write'}; the request asks for "
+                f"{'read-only' if want_ro else 'read-write'}; unpublish it first"
+            )
+        self._check_other_targets(volume_id, target, capability, self._mounter.mounts())
+        self._state.put_publication(
+            PublishRecord(
+                volume_id=volume_id,
+                target_path=target,
+                staging_path=staging,
+                capability=capability,
+                readonly=readonly,
+                node_id=self._node_id,
+                device=top.device,
+                root=top.root,
+            )
+        )
+
+    def _check_other_targets(
+        self,
+        volume_id: str,
+        target: str,
+        capability: Capability,
+        entries: Sequence[MountEntry],
+    ) -> None:
+        """CSI publish table: a second target on one node needs a mode that allows it, on both
+        the new request and the existing publication (an RWOP publication stays single)."""
+        for other in self._state.publications():
+            if other.volume_id != volume_id or other.target_path == target:
+                continue
+            other_top = top_mount_at(entries, other.target_path)
+            if other_top is None or not other_top.identity.same_source(other.identity):
+                continue
+            modes = (capability.access_mode, other.capability.access_mode)
+            if not all(mode.allows_many_targets for mode in modes):
+                raise FailedPrecondition(
+                    f"volume {volume_id} is already published at {other.target_path} on node "
+                    f"{self._node_id} with {other.capability.access_mode.value}; access mode "
+                    f"{capability.access_mode.value} does not allow another target"
+                )
+
+    def unpublish(self, volume_id: str, target_path: StrPath) -> None:
+        """Unmount every mount of the volume at `target_path` (verified), then remove the
+        directory (or file) publish created. Nothing there: OK. Something else there:
+        FailedPrecondition, left alone. Never a recursive delete."""
+        target = canonical_path(target_path, "target_path")
+        record = self._state.publication(target)
+        expected = self._expected_identities(volume_id, record)
+        unmount_volume(self._mounter, target, expected, volume_id)
+        self._state.remove_publication(target)
+        remove_target(target)
+        log.info("unpublished %s from %s", volume_id, target)
+
+    # ---- stats and listing -----------------------------------------------------------------
+
+    def stats(self, volume_id: str, volume_path: StrPath) -> tuple[VolumeUsage, bool, str]:
+        """Usage of a volume staged or published at `volume_path`, and whether it is abnormal
+        (directory gone on the pool, or the path no longer holds the volume) with a message."""
+        volume = self._locator.locate(volume_id)
+        path = canonical_path(volume_path, "volume_path")
+        if not os.path.lexists(path):
+            raise NotFound(f"{volume_path} does not exist on node {self._node_id}")
+        entries = self._mounter.mounts()
+        identity = identity_of(entries, os.path.realpath(volume.path))
+        top = top_mount_at(entries, path)
+        mounted_here = top is not None and top.identity.same_source(identity)
+        recorded = any(
+            rec.volume_id == volume_id
+            for rec in (self._state.publication(path), self._state.stage(path))
+            if rec is not None
+        )
+        if not mounted_here and not recorded:
+            raise NotFound(
+                f"volume {volume_id} is neither staged nor published at {volume_path} "
+                f"on node {self._node_id}"
+            )
+        problems: list[str] = []
+        if not volume.path.is_dir():
+            problems.append(
+                f"the volume's directory {volume.path} is gone from pool {volume.record.pool}"
+            )
+        elif top is not None and mounted_here and top.identity.deleted:
+            problems.append(f"the directory mounted at {path} was deleted from the pool")
+        if not mounted_here:
+            held = f" (it holds {describe(top)})" if top is not None else ""
+            problems.append(f"{path} no longer holds a mount of the volume's directory{held}")
+        return self._usage(volume, problems), bool(problems), "; ".join(problems)
+
+    def _usage(self, volume: LocatedVolume, problems: list[str]) -> VolumeUsage:
+        record = volume.record
+        try:
+            return volume.pool.usage(record.directory, record.capacity_bytes, record.backend)
+        except (SharevolError, OSError) as exc:
+            if not problems:
+                raise
+            log.warning("no usage for abnormal volume %s: %s", record.volume_id, exc)
+            return VolumeUsage(record.capacity_bytes, 0, 0, 0, 0, 0)
+
+    def publications(self) -> list[Publication]:
+        """Publications that are live (record and a mount of the same source at the target)."""
+        entries = self._mounter.mounts()
+        live: list[Publication] = []
+        for record in self._state.publications():
+            top = top_mount_at(entries, record.target_path)
+            if top is not None and top.identity.same_source(record.identity):
+                live.append(
+                    Publication(
+                        record.volume_id, record.target_path, record.staging_path, top.read_only
+                    )
+                )
+        return sorted(live)
+
+    # ---- shared steps ----------------------------------------------------------------------
+
+    def _locate_for_use(self, volume_id: str, capability: Capability) -> LocatedVolume:
+        """The volume, if the requested capability is within what it was created with."""
+        volume = self._locator.locate(volume_id)
+        if not capability_covered(capability, volume.record.capabilities):
+            offered = ", ".join(_show(cap) for cap in volume.record.capabilities)
+            raise FailedPrecondition(
+                f"volume {volume_id} was created for {offered}; {_show(capability)} exceeds it"
+            )
+        if capability.access_type == "block":
+            raise Unimplemented(
+                "block access is not supported by the node service yet; "
+                "request a mount (filesystem) volume"
+            )
+        return volume
+
+    def _expected_identities(
+        self, volume_id: str, record: StageRecord | PublishRecord | None
+    ) -> list[MountIdentity]:
+        """What a mount of this volume looks like: from the pool (if the volume still exists)
+        and from our record (if it names this volume)."""
+        expected: list[MountIdentity] = []
+        if record is not None and record.volume_id == volume_id:
+            expected.append(record.identity)
+        try:
+            volume = self._locator.locate(volume_id)
+        except NotFound:
+            return expected
+        expected.append(identity_of(self._mounter.mounts(), os.path.realpath(volume.path)))
+        return expected
+
+    def _live(self, path: str, identity: MountIdentity) -> bool:
+        top = self._mounter.find(path)
+        return top is not None and top.identity.same_source(identity)
+
+
+def _volume_identity(
+    volume: LocatedVolume, entries: Sequence[MountEntry], volume_id: str
+) -> MountIdentity:
+    if not volume.path.is_dir():
+        raise Internal(
+            f"volume {volume_id} has a record but its directory {volume.path} is missing on "
+            f"pool {volume.record.pool}; the volume is damaged"
+        )
+    return identity_of(entries, os.path.realpath(volume.path))
+
+
+def _show(capability: Capability) -> str:
+    return f"{capability.access_type}/{capability.access_mode.value}"
