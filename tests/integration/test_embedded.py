@@ -133,3 +133,14 @@ def test_detach_refuses_while_a_volume_is_bind_mounted_elsewhere(
     mounter.unmount(target)
     pool.detach()
     assert mounter.find(result.path) is None
+
+
+def test_grow_interrupted_after_the_truncate_completes_on_the_next_attach(state_dir: Path) -> None:
+    pool = _pool(state_dir)
+    before = _fs_bytes(pool.attach().path)
+    pool.detach()
+    os.truncate(state_dir / "pool.img", 2 * SIZE)  # a crash right after growing the file
+
+    result = _pool(state_dir, 2 * SIZE).attach()
+
+    assert _fs_bytes(result.path) >= before + SIZE - 16 * MiB

@@ -11,11 +11,12 @@ from sharevol.pools import factory
 from sharevol.pools.btrfs import BtrfsPool
 from sharevol.pools.config import PoolConfig
 from sharevol.pools.plain import PlainPool
+from sharevol.sys import btrfs
 
 
 def _fake_fs(monkeypatch: pytest.MonkeyPatch, fs_type: str, quotas: bool) -> None:
     monkeypatch.setattr(factory, "filesystem_type", lambda path: fs_type)
-    monkeypatch.setattr(factory.btrfs, "quota_enabled", lambda path: quotas)
+    monkeypatch.setattr(btrfs, "quota_enabled", lambda path: quotas)
 
 
 def test_kind_btrfs_is_btrfs_whatever_the_filesystem(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,12 +6,11 @@ import logging
 import signal
 import socket
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
+from sharevol.cli.signals import StopSignals
 from sharevol.csi.server import MODES, build_server
 from sharevol.errors import SharevolError
 from sharevol.pools.config import load_config
@@ -80,14 +79,8 @@ def serve(
         )
     except SharevolError as exc:
         raise click.ClickException(str(exc)) from exc
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    server.start()
-    stopping.wait()
-    logging.getLogger(__name__).info("stopping")
-    server.stop(grace=5.0)
+    with StopSignals() as stop:
+        server.start()
+        signum = stop.wait()
+        logging.getLogger(__name__).info("%s: stopping", signal.Signals(signum).name)
+        server.stop(grace=5.0)

@@ -6,6 +6,9 @@ import grpc
 
 from sharevol.catalog.records import VolumeRecord
 from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
+from sharevol.csi.controller_expand import EXPAND_CAPABILITIES, ExpandRpcs
+from sharevol.csi.controller_publish import PUBLISH_CAPABILITIES, PublishRpcs
+from sharevol.csi.controller_snapshots import SNAPSHOT_CAPABILITIES, SnapshotRpcs
 from sharevol.csi.convert import capabilities_from_proto, topology_to_proto
 from sharevol.csi.validation import required
 from sharevol.errors import InvalidArgument, NotFound, Unimplemented
@@ -20,10 +23,15 @@ CONTROLLER_CAPABILITIES = (
     RPC.GET_VOLUME,
     RPC.VOLUME_CONDITION,
     RPC.SINGLE_NODE_MULTI_WRITER,
+    *SNAPSHOT_CAPABILITIES,
+    *EXPAND_CAPABILITIES,
+    *PUBLISH_CAPABILITIES,
 )
 
 
-class ControllerServicer(csi_pb2_grpc.ControllerServicer):
+class ControllerServicer(SnapshotRpcs, ExpandRpcs, PublishRpcs, csi_pb2_grpc.ControllerServicer):
+    """Volume RPCs here; snapshots, expansion and publishing come from their own modules."""
+
     def __init__(self, provisioner: Provisioner) -> None:
         self._provisioner = provisioner
 
@@ -123,45 +131,10 @@ class ControllerServicer(csi_pb2_grpc.ControllerServicer):
             ]
         )
 
-    def ControllerPublishVolume(
-        self, request: csi_pb2.ControllerPublishVolumeRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.ControllerPublishVolumeResponse:
-        raise Unimplemented("ControllerPublishVolume is not offered (attachRequired: false)")
-
-    def ControllerUnpublishVolume(
-        self, request: csi_pb2.ControllerUnpublishVolumeRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.ControllerUnpublishVolumeResponse:
-        raise Unimplemented("ControllerUnpublishVolume is not offered (attachRequired: false)")
-
-    def ControllerExpandVolume(
-        self, request: csi_pb2.ControllerExpandVolumeRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.ControllerExpandVolumeResponse:
-        raise Unimplemented("volume expansion is not offered yet")
-
     def ControllerModifyVolume(
         self, request: csi_pb2.ControllerModifyVolumeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.ControllerModifyVolumeResponse:
         raise Unimplemented("sharevol has no mutable parameters")
-
-    def CreateSnapshot(
-        self, request: csi_pb2.CreateSnapshotRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.CreateSnapshotResponse:
-        raise Unimplemented("snapshots are not offered yet")
-
-    def DeleteSnapshot(
-        self, request: csi_pb2.DeleteSnapshotRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.DeleteSnapshotResponse:
-        raise Unimplemented("snapshots are not offered yet")
-
-    def ListSnapshots(
-        self, request: csi_pb2.ListSnapshotsRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.ListSnapshotsResponse:
-        raise Unimplemented("snapshots are not offered yet")
-
-    def GetSnapshot(
-        self, request: csi_pb2.GetSnapshotRequest, context: grpc.ServicerContext
-    ) -> csi_pb2.GetSnapshotResponse:
-        raise Unimplemented("snapshots are not offered yet")
 
     def _status(self, record: VolumeRecord) -> csi_pb2.ListVolumesResponse.VolumeStatus:
         return csi_pb2.ListVolumesResponse.VolumeStatus(volume_condition=self._condition(record))

@@ -124,6 +124,7 @@ def build_server(
                 mounter, handles[record.pool].pool.volume_path(record.directory)
             ),
         )
+        provisioner.reapply_limits()
     if mode in ("all", "node"):
         node_state = state_dir / "node"
         node_state.mkdir(parents=True, exist_ok=True, mode=0o700)

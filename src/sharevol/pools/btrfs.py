@@ -64,9 +64,12 @@ class BtrfsPool:
 
         Kernels before ~6.7 (Debian 12's 6.1) keep the qgroup of a deleted subvolume forever;
         newer ones drop it once the cleaner has freed the subvolume."""
+        # Qgroups first: a subvolume made between the two listings is then in `existing`, so
+        # its fresh qgroup is never taken for stale (6.1 would remove it without complaint).
+        groups = btrfs.list_qgroups(self.root)
         existing = {sub.subvolume_id for sub in btrfs.list_subvolumes(self.root)}
         dropped: list[int] = []
-        for group in btrfs.list_qgroups(self.root):
+        for group in groups:
             stale = group.subvolume_id not in existing
             if group.level != 0 or group.subvolume_id < btrfs.FIRST_FREE_OBJECTID or not stale:
                 continue

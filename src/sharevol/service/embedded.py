@@ -147,7 +147,6 @@ class EmbeddedPool:
 
     def _attach_btrfs(self) -> EmbeddedResult:
         notes: list[str] = []
-        grown = False
         if not self.image.exists():
             self._run("truncate", "-s", str(self.size_bytes), str(self.image))
             notes.append(f"created sparse image {self.image} ({format_size(self.size_bytes)})")
@@ -155,7 +154,6 @@ class EmbeddedPool:
             current = self.image.stat().st_size
             if self.size_bytes > current:
                 self._run("truncate", "-s", str(self.size_bytes), str(self.image))
-                grown = True
                 notes.append(
                     f"grew pool from {format_size(current)} to {format_size(self.size_bytes)}"
                 )
@@ -171,8 +169,9 @@ class EmbeddedPool:
         attached_now = not devices
         if devices:
             device = devices[0]
-            if grown:
-                self._run("losetup", "-c", device)  # re-read the backing file's new size
+            # Re-read the backing file's size: it may have grown in this call or in one that
+            # crashed before the resize; a no-op otherwise.
+            self._run("losetup", "-c", device)
         else:
             device = self._run("losetup", "--find", "--show", str(self.image)).strip()
         try:
@@ -183,8 +182,8 @@ class EmbeddedPool:
                 self._run("losetup", "-d", device)
             raise
         self._run("btrfs", "quota", "enable", str(self.mount_point), timeout=_SLOW)
-        if grown:
-            self._run("btrfs", "filesystem", "resize", "max", str(self.mount_point), timeout=_SLOW)
+        # Always, so a grow interrupted after the truncate converges; a no-op at full size.
+        self._run("btrfs", "filesystem", "resize", "max", str(self.mount_point), timeout=_SLOW)
         return EmbeddedResult(self.mount_point, "btrfs", size, notes=tuple(notes), device=device)
 
     def _ensure_btrfs(self, device: str, notes: list[str]) -> None:

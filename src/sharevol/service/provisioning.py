@@ -80,6 +80,21 @@ class Provisioner:
             record for handle in pools.values() for record in handle.catalog.load_volumes()
         )
 
+    def reapply_limits(self) -> int:
+        """Set every ready volume's hard limit again; returns how many were set.
+
+        Disabling and re-enabling btrfs quotas recreates the qgroups without their limits, so a
+        controller start puts back what the records promise (milliseconds for thousands)."""
+        count = 0
+        for record in self.index.records():
+            handle = self._pools.get(record.pool)
+            if record.state != "ready" or handle is None:
+                continue
+            if handle.pool.capabilities.enforces_quota:
+                handle.pool.set_limit(record.directory, record.capacity_bytes, record.backend)
+                count += 1
+        return count
+
     # -- create ---------------------------------------------------------------------------
 
     def create_volume(self, request: CreateRequest) -> VolumeRecord:

@@ -1,0 +1,419 @@
+"""Provisioning benchmark: CreateVolume/DeleteVolume over real gRPC against the floor.
+
+The floor is the same btrfs work (subvolume create, id lookup, qgroup limit; then destroy) done
+directly with `sharevol.sys.btrfs`, no gRPC and no catalog, on the same filesystem in the same
+run, so the ratio end-to-end/floor is what sharevol's own layers cost on this machine.
+
+Run as root:  .venv/bin/python bench/provision.py [-n 1000] [--clients 16] [--json] [--check]
+It makes a sparse btrfs image on a loop device with quotas on, serves sharevol in-process on a
+unix socket, and removes everything at the end (also on Ctrl-C, SIGTERM or failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import grpc
+
+from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
+from sharevol.csi.server import build_server
+from sharevol.pools.base import VOLUMES_DIR
+from sharevol.pools.config import PoolConfig, ServerConfig
+from sharevol.sys import btrfs
+from sharevol.sys.runner import SubprocessRunner
+from sharevol.sys.statfs import mounts_under
+
+MiB = 1024 * 1024
+VOLUME_BYTES = 64 * MiB
+IMAGE_BYTES = 1024**4
+"""1 TiB sparse: a few MiB of real disk, and room for 16,000 volumes of 64 MiB without any
+overcommit (the pool refuses to promise more than the filesystem size)."""
+COMMAND_TIMEOUT = 120.0
+SETTLE_TIMEOUT = 300.0
+RPC_TIMEOUT = 60.0
+WARMUP = 5
+TARGET_RATIO = 1 / 3
+TARGET_P99_CREATE_MS = 20.0
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The figures of one measured phase: `ops` operations in `seconds` of wall time."""
+
+    name: str
+    clients: int
+    ops: int
+    seconds: float
+    latencies: tuple[float, ...]
+
+    @property
+    def rate(self) -> float:
+        return self.ops / self.seconds
+
+    def percentile_ms(self, q: float) -> float:
+        """Nearest-rank percentile of the per-operation latencies, in milliseconds."""
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] * 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "clients": self.clients, "ops": self.ops,
+            "seconds": round(self.seconds, 4), "ops_per_s": round(self.rate, 1),
+            "p50_ms": round(self.percentile_ms(50), 3), "p99_ms": round(self.percentile_ms(99), 3),
+        }  # fmt: skip
+
+
+def cycle_rate(create: Phase, delete: Phase) -> float:
+    """Volumes per second through a full create + delete cycle (N / (t_create + t_delete))."""
+    return create.ops / (create.seconds + delete.seconds)
+
+
+# -- the filesystem -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def btrfs_image(workdir: Path, size: int) -> Iterator[Path]:
+    """A sparse btrfs image, loop-mounted at `workdir/btrfs` with quotas on; always undone."""
+    runner = SubprocessRunner()
+    image, mount_point = workdir / "btrfs.img", workdir / "btrfs"
+    mount_point.mkdir()
+    with image.open("wb") as handle:
+        handle.truncate(size)
+    loop = ""
+    try:
+        runner.run(["mkfs.btrfs", "-q", "-f", "-K", str(image)], timeout=COMMAND_TIMEOUT)
+        loop = runner.run(
+            ["losetup", "--find", "--show", str(image)], timeout=COMMAND_TIMEOUT
+        ).stdout.strip()
+        runner.run(["mount", loop, str(mount_point)], timeout=COMMAND_TIMEOUT)
+        runner.run(["btrfs", "quota", "enable", str(mount_point)], timeout=COMMAND_TIMEOUT)
+        yield mount_point
+    finally:
+        with signals_ignored():
+            _destroy_image(runner, image, mount_point, loop)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C must not cut the cleanup short and leak a mount or a loop device."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _destroy_image(runner: SubprocessRunner, image: Path, mount_point: Path, loop: str) -> None:
+    """Unmount, detach, delete the image; every step is tried and failures are reported."""
+    failures: list[str] = []
+    for target in sorted(mounts_under(mount_point), key=len, reverse=True):
+        if runner.run(["umount", target], timeout=COMMAND_TIMEOUT, check=False).returncode:
+            failures.append(f"umount {target} failed; detached lazily")
+            runner.run(["umount", "--lazy", target], timeout=COMMAND_TIMEOUT, check=False)
+    if loop:
+        result = runner.run(["losetup", "-d", loop], timeout=COMMAND_TIMEOUT, check=False)
+        if result.returncode:
+            failures.append(f"losetup -d {loop}: {result.stderr.strip()}")
+    image.unlink(missing_ok=True)
+    if not mounts_under(mount_point):
+        mount_point.rmdir()  # empty once unmounted: never a recursive delete of pool data
+    for failure in failures:
+        print(f"cleanup: {failure}", file=sys.stderr)
+
+
+def settle(mount_point: Path) -> float:
+    """Wait for the btrfs cleaner to drop deleted subvolumes, so one phase's background work
+    does not land in the next phase's figures; returns the seconds it took."""
+    started = time.monotonic()
+    btrfs.sync(mount_point)  # the cleaner runs after a commit: without it, up to 30 s idle
+    SubprocessRunner().run(["btrfs", "subvolume", "sync", str(mount_point)], timeout=SETTLE_TIMEOUT)
+    return time.monotonic() - started
+
+
+def check_volumes(volumes: Path, fs_root: Path, expected: int) -> None:
+    """Sanity: `expected` subvolumes under `volumes`, the first one limited to VOLUME_BYTES."""
+    names = sorted(os.listdir(volumes))
+    if len(names) != expected:
+        raise RuntimeError(f"{volumes} holds {len(names)} entries, expected {expected}")
+    if names:
+        group = btrfs.qgroup(fs_root, btrfs.subvolume_id(volumes / names[0]))
+        if group is None or group.max_referenced != VOLUME_BYTES:
+            raise RuntimeError(f"{volumes / names[0]} has qgroup {group}, expected a 64 MiB limit")
+
+
+# -- the floor: sys.btrfs only ------------------------------------------------------------------
+
+
+def floor_create(parent: Path, fs_root: Path, name: str) -> None:
+    """What BtrfsPool.create_volume does in the kernel: create, look up the id, set the limit."""
+    btrfs.create_subvolume(parent, name)
+    subvolume_id = btrfs.subvolume_id(parent / name)
+    btrfs.set_referenced_limit(fs_root, subvolume_id, VOLUME_BYTES)
+
+
+def run_floor(mount_point: Path, n: int) -> tuple[Phase, Phase]:
+    """Create then destroy `n` limited subvolumes, sequentially, timing each call."""
+    parent = mount_point / "floor"
+    parent.mkdir()
+    for i in range(WARMUP):
+        floor_create(parent, mount_point, f"warm-{i}")
+        btrfs.destroy_subvolume(parent, f"warm-{i}")
+    names = [f"floor-{i}" for i in range(n)]
+    create = timed("floor create", 1, [lambda name=name: floor_create(parent, mount_point, name)
+                                       for name in names])  # fmt: skip
+    check_volumes(parent, mount_point, n)
+    delete = timed("floor delete", 1, [lambda name=name: btrfs.destroy_subvolume(parent, name)
+                                       for name in names])  # fmt: skip
+    check_volumes(parent, mount_point, 0)
+    parent.rmdir()
+    return create, delete
+
+
+def timed(name: str, clients: int, calls: Sequence[Callable[[], object]]) -> Phase:
+    """Run `calls` one after another in this thread; wall time and per-call latencies."""
+    latencies: list[float] = []
+    started = time.perf_counter()
+    for call in calls:
+        before = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - before)
+    return Phase(name, clients, len(calls), time.perf_counter() - started, tuple(latencies))
+
+
+def timed_concurrently(name: str, shares: Sequence[Sequence[Callable[[], object]]]) -> Phase:
+    """Run each share of calls in its own thread, all released at once; the phase lasts from
+    the release to the end of the slowest thread. The first error is re-raised."""
+    barrier = threading.Barrier(len(shares) + 1)
+    latencies: list[list[float]] = [[] for _ in shares]
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        try:
+            for call in shares[index]:
+                before = time.perf_counter()
+                call()
+                latencies[index].append(time.perf_counter() - before)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(shares))]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    flat = tuple(x for share in latencies for x in share)
+    return Phase(name, len(shares), len(flat), seconds, flat)
+
+
+# -- end to end: a real server over gRPC --------------------------------------------------------
+
+
+def create_request(name: str) -> csi_pb2.CreateVolumeRequest:
+    return csi_pb2.CreateVolumeRequest(
+        name=name,
+        capacity_range=csi_pb2.CapacityRange(required_bytes=VOLUME_BYTES),
+        volume_capabilities=[
+            csi_pb2.VolumeCapability(
+                access_mode=csi_pb2.VolumeCapability.AccessMode(
+                    mode=csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_MULTI_WRITER
+                ),
+                mount=csi_pb2.VolumeCapability.MountVolume(),
+            )
+        ],
+    )
+
+
+class Client:
+    """One CSI client with its own channel to the server's unix socket (as a sidecar has)."""
+
+    def __init__(self, socket: Path) -> None:
+        self.channel = grpc.insecure_channel(f"unix:{socket}")
+        grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
+        self.controller = csi_pb2_grpc.ControllerStub(self.channel)
+        self.volume_ids: dict[str, str] = {}
+
+    def create(self, name: str) -> None:
+        response = self.controller.CreateVolume(create_request(name), timeout=RPC_TIMEOUT)
+        self.volume_ids[name] = response.volume.volume_id
+
+    def delete(self, name: str) -> None:
+        request = csi_pb2.DeleteVolumeRequest(volume_id=self.volume_ids.pop(name))
+        self.controller.DeleteVolume(request, timeout=RPC_TIMEOUT)
+
+
+def run_grpc(socket: Path, volumes: Path, fs_root: Path, n: int, clients: int) -> list[Phase]:
+    """CreateVolume then DeleteVolume of `n` volumes, over 1 client and over `clients`."""
+    pool = [Client(socket) for _ in range(max(clients, 1))]
+    try:
+        for i in range(WARMUP):
+            for client in pool:
+                client.create(f"warm-{i}")
+                client.delete(f"warm-{i}")
+        names = [f"bench-seq-{i}" for i in range(n)]
+        one = pool[0]
+        phases = [timed("gRPC create seq", 1, [lambda x=x: one.create(x) for x in names])]
+        check_volumes(volumes, fs_root, n)
+        phases.append(timed("gRPC delete seq", 1, [lambda x=x: one.delete(x) for x in names]))
+        check_volumes(volumes, fs_root, 0)
+        settle(fs_root)
+        names = [f"bench-par-{i}" for i in range(n)]
+        shares = [names[k::clients] for k in range(clients)]
+        phases.append(timed_concurrently(f"gRPC create x{clients}", [
+            [lambda x=x, c=c: c.create(x) for x in share] for c, share in zip(pool, shares)]))
+        check_volumes(volumes, fs_root, n)
+        phases.append(timed_concurrently(f"gRPC delete x{clients}", [
+            [lambda x=x, c=c: c.delete(x) for x in share] for c, share in zip(pool, shares)]))
+        check_volumes(volumes, fs_root, 0)
+        return phases  # fmt: skip
+    finally:
+        for client in pool:
+            client.channel.close()
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def verdicts(phases: dict[str, Phase], clients: int) -> list[dict[str, Any]]:
+    """The issue's targets, each with its figure and PASS/FAIL."""
+    floor = cycle_rate(phases["floor create"], phases["floor delete"])
+    seq = cycle_rate(phases["gRPC create seq"], phases["gRPC delete seq"])
+    par = cycle_rate(phases[f"gRPC create x{clients}"], phases[f"gRPC delete x{clients}"])
+    rows = [
+        ("create+delete rate, 1 client / floor", seq / floor, f"{seq:.0f} vs {floor:.0f} vol/s",
+         ">=", TARGET_RATIO),
+        (f"create+delete rate, {clients} clients / floor", par / floor,
+         f"{par:.0f} vs {floor:.0f} vol/s", ">=", TARGET_RATIO),
+        ("p99 CreateVolume, 1 client (ms)", phases["gRPC create seq"].percentile_ms(99), "",
+         "<", TARGET_P99_CREATE_MS),
+        (f"p99 CreateVolume, {clients} clients (ms)",
+         phases[f"gRPC create x{clients}"].percentile_ms(99), "", "<", TARGET_P99_CREATE_MS),
+    ]  # fmt: skip
+    return [
+        {"target": name, "value": round(value, 3), "detail": detail, "op": op, "bound": bound,
+         "pass": value >= bound if op == ">=" else value < bound}
+        for name, value, detail, op, bound in rows
+    ]  # fmt: skip
+
+
+def print_report(env: dict[str, Any], phases: list[Phase], results: list[dict[str, Any]]) -> None:
+    print(f"sharevol provisioning benchmark, {env['date']}")
+    print(f"  {env['volumes']} volumes of 64 MiB; btrfs with quotas on a loop device "
+          f"({env['image']} sparse image on {env['backing_fs']}); server mode all, in-process")
+    print(f"  kernel {env['kernel']}, {env['cpus']} CPUs, Python {env['python']}, "
+          f"grpcio {env['grpcio']}")  # fmt: skip
+    print()
+    print(f"{'phase':<20}{'clients':>8}{'ops':>7}{'seconds':>9}{'ops/s':>9}"
+          f"{'p50 ms':>9}{'p99 ms':>9}")  # fmt: skip
+    for phase in phases:
+        print(f"{phase.name:<20}{phase.clients:>8}{phase.ops:>7}{phase.seconds:>9.3f}"
+              f"{phase.rate:>9.0f}{phase.percentile_ms(50):>9.3f}{phase.percentile_ms(99):>9.3f}")
+    print()
+    print("targets (create+delete rate = N / (create seconds + delete seconds); "
+          "the target of record is the 1-client one)")  # fmt: skip
+    for row in results:
+        verdict = "PASS" if row["pass"] else "FAIL"
+        detail = f"  ({row['detail']})" if row["detail"] else ""
+        bound = f"{row['bound']:.3f}" if row["op"] == ">=" else f"{row['bound']:g}"
+        print(f"  {row['target']:<38} {row['value']:>8.3f} {row['op']} {bound:<6} "
+              f"{verdict}{detail}")  # fmt: skip
+
+
+def environment(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    from sharevol.sys.statfs import filesystem_type
+
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "volumes": args.n, "clients": args.clients, "image": f"{IMAGE_BYTES // 1024**4} TiB",
+        "backing_fs": filesystem_type(workdir), "kernel": platform.release(),
+        "cpus": os.cpu_count(), "python": platform.python_version(), "grpcio": grpc.__version__,
+    }  # fmt: skip
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> int:
+    env = environment(args, workdir)
+    with btrfs_image(workdir, IMAGE_BYTES) as mount_point:
+        floor = run_floor(mount_point, args.n)
+        settle_floor = settle(mount_point)
+        config = ServerConfig(pools=(PoolConfig(name="bench", path=mount_point, kind="btrfs"),))
+        state = workdir / "state"
+        server = build_server(config, endpoint=f"unix://{state}/csi.sock", node_id="bench-node",
+                              mode="all", state_dir=state)  # fmt: skip
+        server.start()
+        try:
+            grpc_phases = run_grpc(server.socket, mount_point / VOLUMES_DIR, mount_point,
+                                   args.n, args.clients)  # fmt: skip
+        finally:
+            server.stop(grace=1.0)
+    phases = [*floor, *grpc_phases]
+    results = verdicts({p.name: p for p in phases}, args.clients)
+    print_report(env, phases, results)
+    if args.json:
+        doc = {"environment": env, "settle_after_floor_s": round(settle_floor, 3),
+               "phases": [p.as_dict() for p in phases], "targets": results}  # fmt: skip
+        print(json.dumps(doc, indent=1))
+    return 3 if args.check and not all(row["pass"] for row in results) else 0
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` (unmount, detach) runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", type=int, default=1000, help="volumes per phase (default 1000)")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--check", action="store_true", help="exit 3 when a target fails")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the sparse image goes (default: a new folder in $TMPDIR)")
+    args = parser.parse_args(argv)  # fmt: skip
+    if args.n < 1 or args.clients < 1:
+        parser.error("-n and --clients must be at least 1")
+    if args.n * VOLUME_BYTES > IMAGE_BYTES:
+        parser.error(f"-n {args.n} volumes of 64 MiB do not fit the {IMAGE_BYTES} byte image")
+    if os.geteuid() != 0:
+        parser.error("needs root: it makes a loop device and mounts btrfs")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    workdir = Path(tempfile.mkdtemp(prefix="sharevol-bench-", dir=args.workdir))
+    try:
+        return benchmark(args, workdir)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        # Only the socket folder and the empty mount point are left here; the pool's data went
+        # with the image, so this never deletes volume data.
+        shutil.rmtree(workdir / "state", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            workdir.rmdir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
