@@ -25,29 +25,30 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import grpc
 
+from _loopfs import btrfs_image, settle
+from sharevol.catalog.records import AccessMode, Capability, VolumeRecord
+from sharevol.catalog.store import Catalog
 from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
 from sharevol.csi.server import build_server
 from sharevol.pools.base import VOLUMES_DIR
 from sharevol.pools.config import PoolConfig, ServerConfig
 from sharevol.sys import btrfs
-from sharevol.sys.runner import SubprocessRunner
-from sharevol.sys.statfs import mounts_under
 
 MiB = 1024 * 1024
 VOLUME_BYTES = 64 * MiB
 IMAGE_BYTES = 1024**4
 """1 TiB sparse: a few MiB of real disk, and room for 16,000 volumes of 64 MiB without any
 overcommit (the pool refuses to promise more than the filesystem size)."""
-COMMAND_TIMEOUT = 120.0
-SETTLE_TIMEOUT = 300.0
 RPC_TIMEOUT = 60.0
 WARMUP = 5
 TARGET_RATIO = 1 / 3
@@ -86,67 +87,7 @@ def cycle_rate(create: Phase, delete: Phase) -> float:
     return create.ops / (create.seconds + delete.seconds)
 
 
-# -- the filesystem -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def btrfs_image(workdir: Path, size: int) -> Iterator[Path]:
-    """A sparse btrfs image, loop-mounted at `workdir/btrfs` with quotas on; always undone."""
-    runner = SubprocessRunner()
-    image, mount_point = workdir / "btrfs.img", workdir / "btrfs"
-    mount_point.mkdir()
-    with image.open("wb") as handle:
-        handle.truncate(size)
-    loop = ""
-    try:
-        runner.run(["mkfs.btrfs", "-q", "-f", "-K", str(image)], timeout=COMMAND_TIMEOUT)
-        loop = runner.run(
-            ["losetup", "--find", "--show", str(image)], timeout=COMMAND_TIMEOUT
-        ).stdout.strip()
-        runner.run(["mount", loop, str(mount_point)], timeout=COMMAND_TIMEOUT)
-        runner.run(["btrfs", "quota", "enable", str(mount_point)], timeout=COMMAND_TIMEOUT)
-        yield mount_point
-    finally:
-        with signals_ignored():
-            _destroy_image(runner, image, mount_point, loop)
-
-
-@contextlib.contextmanager
-def signals_ignored() -> Iterator[None]:
-    """A second Ctrl-C must not cut the cleanup short and leak a mount or a loop device."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _destroy_image(runner: SubprocessRunner, image: Path, mount_point: Path, loop: str) -> None:
-    """Unmount, detach, delete the image; every step is tried and failures are reported."""
-    failures: list[str] = []
-    for target in sorted(mounts_under(mount_point), key=len, reverse=True):
-        if runner.run(["umount", target], timeout=COMMAND_TIMEOUT, check=False).returncode:
-            failures.append(f"umount {target} failed; detached lazily")
-            runner.run(["umount", "--lazy", target], timeout=COMMAND_TIMEOUT, check=False)
-    if loop:
-        result = runner.run(["losetup", "-d", loop], timeout=COMMAND_TIMEOUT, check=False)
-        if result.returncode:
-            failures.append(f"losetup -d {loop}: {result.stderr.strip()}")
-    image.unlink(missing_ok=True)
-    if not mounts_under(mount_point):
-        mount_point.rmdir()  # empty once unmounted: never a recursive delete of pool data
-    for failure in failures:
-        print(f"cleanup: {failure}", file=sys.stderr)
-
-
-def settle(mount_point: Path) -> float:
-    """Wait for the btrfs cleaner to drop deleted subvolumes, so one phase's background work
-    does not land in the next phase's figures; returns the seconds it took."""
-    started = time.monotonic()
-    btrfs.sync(mount_point)  # the cleaner runs after a commit: without it, up to 30 s idle
-    SubprocessRunner().run(["btrfs", "subvolume", "sync", str(mount_point)], timeout=SETTLE_TIMEOUT)
-    return time.monotonic() - started
+# -- checks -------------------------------------------------------------------------------------
 
 
 def check_volumes(volumes: Path, fs_root: Path, expected: int) -> None:
@@ -178,14 +119,34 @@ def run_floor(mount_point: Path, n: int) -> tuple[Phase, Phase]:
         floor_create(parent, mount_point, f"warm-{i}")
         btrfs.destroy_subvolume(parent, f"warm-{i}")
     names = [f"floor-{i}" for i in range(n)]
-    create = timed("floor create", 1, [lambda name=name: floor_create(parent, mount_point, name)
+    create = timed("floor create", 1, [partial(floor_create, parent, mount_point, name)
                                        for name in names])  # fmt: skip
     check_volumes(parent, mount_point, n)
-    delete = timed("floor delete", 1, [lambda name=name: btrfs.destroy_subvolume(parent, name)
+    delete = timed("floor delete", 1, [partial(btrfs.destroy_subvolume, parent, name)
                                        for name in names])  # fmt: skip
     check_volumes(parent, mount_point, 0)
     parent.rmdir()
     return create, delete
+
+
+def run_catalog_reference(mount_point: Path, n: int) -> Phase:
+    """`n` durable writes of a real-sized volume record with the server's own Catalog, on the
+    same filesystem: what one reservation, ready or deleting mark costs by itself."""
+    catalog = Catalog(mount_point / "reference")
+    catalog.ensure()
+    records = [
+        VolumeRecord(
+            volume_id=f"bench/{uuid.uuid4().hex}", name=f"ref-{i}", pool="bench",
+            uuid=uuid.uuid4().hex, directory=f"ref-{i}", capacity_bytes=VOLUME_BYTES,
+            capabilities=(Capability(access_mode=AccessMode.MULTI_NODE_MULTI_WRITER),),
+            backend={"subvolume_id": 256 + i}, state="ready", quota_enforced=True,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+    phase = timed("ref catalog write", 1, [partial(catalog.put_volume, r) for r in records])
+    for record in records:
+        catalog.volume_path(record.uuid).unlink()
+    return phase
 
 
 def timed(name: str, clients: int, calls: Sequence[Callable[[], object]]) -> Phase:
@@ -255,7 +216,11 @@ class Client:
         self.channel = grpc.insecure_channel(f"unix:{socket}")
         grpc.channel_ready_future(self.channel).result(timeout=RPC_TIMEOUT)
         self.controller = csi_pb2_grpc.ControllerStub(self.channel)
+        self.identity = csi_pb2_grpc.IdentityStub(self.channel)
         self.volume_ids: dict[str, str] = {}
+
+    def probe(self) -> None:
+        self.identity.Probe(csi_pb2.ProbeRequest(), timeout=RPC_TIMEOUT)
 
     def create(self, name: str) -> None:
         response = self.controller.CreateVolume(create_request(name), timeout=RPC_TIMEOUT)
@@ -276,18 +241,19 @@ def run_grpc(socket: Path, volumes: Path, fs_root: Path, n: int, clients: int) -
                 client.delete(f"warm-{i}")
         names = [f"bench-seq-{i}" for i in range(n)]
         one = pool[0]
-        phases = [timed("gRPC create seq", 1, [lambda x=x: one.create(x) for x in names])]
+        phases = [timed("ref gRPC Probe", 1, [one.probe] * n)]
+        phases.append(timed("gRPC create seq", 1, [partial(one.create, x) for x in names]))
         check_volumes(volumes, fs_root, n)
-        phases.append(timed("gRPC delete seq", 1, [lambda x=x: one.delete(x) for x in names]))
+        phases.append(timed("gRPC delete seq", 1, [partial(one.delete, x) for x in names]))
         check_volumes(volumes, fs_root, 0)
         settle(fs_root)
         names = [f"bench-par-{i}" for i in range(n)]
         shares = [names[k::clients] for k in range(clients)]
         phases.append(timed_concurrently(f"gRPC create x{clients}", [
-            [lambda x=x, c=c: c.create(x) for x in share] for c, share in zip(pool, shares)]))
+            [partial(c.create, x) for x in share] for c, share in zip(pool, shares, strict=True)]))
         check_volumes(volumes, fs_root, n)
         phases.append(timed_concurrently(f"gRPC delete x{clients}", [
-            [lambda x=x, c=c: c.delete(x) for x in share] for c, share in zip(pool, shares)]))
+            [partial(c.delete, x) for x in share] for c, share in zip(pool, shares, strict=True)]))
         check_volumes(volumes, fs_root, 0)
         return phases  # fmt: skip
     finally:
@@ -325,22 +291,32 @@ def print_report(env: dict[str, Any], phases: list[Phase], results: list[dict[st
     print(f"  {env['volumes']} volumes of 64 MiB; btrfs with quotas on a loop device "
           f"({env['image']} sparse image on {env['backing_fs']}); server mode all, in-process")
     print(f"  kernel {env['kernel']}, {env['cpus']} CPUs, Python {env['python']}, "
-          f"grpcio {env['grpcio']}")  # fmt: skip
+          f"grpcio {env['grpcio']}")
     print()
     print(f"{'phase':<20}{'clients':>8}{'ops':>7}{'seconds':>9}{'ops/s':>9}"
-          f"{'p50 ms':>9}{'p99 ms':>9}")  # fmt: skip
-    for phase in phases:
+          f"{'p50 ms':>9}{'p99 ms':>9}")
+    measured = [p for p in phases if not p.name.startswith("ref ")]
+    reference = [p for p in phases if p.name.startswith("ref ")]
+    for phase in [*measured, *reference]:
+        if phase is reference[0]:
+            print("reference (not targets): what one RPC and one durable record cost alone")
         print(f"{phase.name:<20}{phase.clients:>8}{phase.ops:>7}{phase.seconds:>9.3f}"
               f"{phase.rate:>9.0f}{phase.percentile_ms(50):>9.3f}{phase.percentile_ms(99):>9.3f}")
     print()
     print("targets (create+delete rate = N / (create seconds + delete seconds); "
-          "the target of record is the 1-client one)")  # fmt: skip
+          "the target of record is the 1-client one)")
     for row in results:
         verdict = "PASS" if row["pass"] else "FAIL"
         detail = f"  ({row['detail']})" if row["detail"] else ""
         bound = f"{row['bound']:.3f}" if row["op"] == ">=" else f"{row['bound']:g}"
         print(f"  {row['target']:<38} {row['value']:>8.3f} {row['op']} {bound:<6} "
-              f"{verdict}{detail}")  # fmt: skip
+              f"{verdict}{detail}")
+    by_name = {p.name: p for p in phases}
+    budget = 1000 / (TARGET_RATIO * cycle_rate(by_name["floor create"], by_name["floor delete"]))
+    print(f"  budget per create+delete at the rate target: {budget:.3f} ms; that cycle makes 2 "
+          f"RPCs (Probe p50 {by_name['ref gRPC Probe'].percentile_ms(50):.3f} ms each) and 3 "
+          f"durable record writes (p50 {by_name['ref catalog write'].percentile_ms(50):.3f} ms "
+          "each) plus a durable unlink")  # fmt: skip
 
 
 def environment(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -359,6 +335,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     with btrfs_image(workdir, IMAGE_BYTES) as mount_point:
         floor = run_floor(mount_point, args.n)
         settle_floor = settle(mount_point)
+        reference = run_catalog_reference(mount_point, args.n)
         config = ServerConfig(pools=(PoolConfig(name="bench", path=mount_point, kind="btrfs"),))
         state = workdir / "state"
         server = build_server(config, endpoint=f"unix://{state}/csi.sock", node_id="bench-node",
@@ -369,7 +346,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
                                    args.n, args.clients)  # fmt: skip
         finally:
             server.stop(grace=1.0)
-    phases = [*floor, *grpc_phases]
+    phases = [*floor, reference, *grpc_phases]
     results = verdicts({p.name: p for p in phases}, args.clients)
     print_report(env, phases, results)
     if args.json:

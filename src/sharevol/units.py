@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from sharevol.errors import InvalidArgument
 
@@ -20,13 +21,13 @@ _SUFFIXES: dict[str, int] = {
     "Ti": 1024**4,
     "Pi": 1024**5,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKMGTP]i?)?[bB]?\s*$")
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]i|[kKMGTP])?[bB]?\s*")
 _BINARY = ("Ki", "Mi", "Gi", "Ti", "Pi")
 
 
 def parse_size(text: str) -> int:
     """Parse a Kubernetes-style quantity (`1Gi`, `100M`, `4096`) into bytes."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     if match is None:
         raise InvalidArgument(
             f"invalid size {text!r}: use a number with an optional suffix like 1Gi"
@@ -34,8 +35,8 @@ def parse_size(text: str) -> int:
     number, suffix = match.group(1), match.group(2) or ""
     if suffix == "K":
         suffix = "k"
-    value = float(number) * _SUFFIXES[suffix]
-    if value != int(value):
+    value = Decimal(number) * _SUFFIXES[suffix]
+    if value != value.to_integral_value():
         raise InvalidArgument(f"invalid size {text!r}: it must be a whole number of bytes")
     return int(value)
 

@@ -60,11 +60,6 @@ def test_anything_else_does_not_parse(volume_id: str) -> None:
     assert parse_volume_id(volume_id) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ids.py parse_volume_id uses _VOLUME_ID.match with `$`, which matches before a "
-    "trailing newline, so '<pool>/<hex>\\n' parses as the volume '<pool>/<hex>'",
-)
 def test_a_trailing_newline_does_not_parse() -> None:
     assert parse_volume_id(f"fast/{HEX}\n") is None
 

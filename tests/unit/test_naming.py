@@ -125,20 +125,11 @@ def test_results_that_are_not_one_plain_component_are_refused(template: str) -> 
         render_directory(params(template), UUID)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: naming.py checks with re.match and `$`, which also matches before a trailing "
-    "newline, so 'vol\\n' passes _LITERAL and _DIRECTORY (safe_child in the pool stops it later)",
-)
 def test_a_trailing_newline_in_the_template_is_refused() -> None:
     with pytest.raises(InvalidArgument):
         render_directory(params("vol\n"), UUID)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: naming.py _K8S_NAME.match accepts a value with a trailing newline ('abc\\n')",
-)
 def test_a_value_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(InvalidArgument):
         render_directory(params("${pvc.metadata.name}", name="abc\n"), UUID)

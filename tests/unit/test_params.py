@@ -78,11 +78,6 @@ def test_every_bad_key_is_named_in_one_message() -> None:
     assert "parameter 'pool'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: params.py VolumeParameters has populate_by_name=True, so the Python field "
-    "names (on_delete, sub_dir, pvc_name, ...) are accepted as StorageClass keys",
-)
 @pytest.mark.parametrize("key", ["on_delete", "sub_dir", "pvc_name", "pvc_namespace", "pv_name"])
 def test_python_field_names_are_unknown_keys(key: str) -> None:
     with pytest.raises(InvalidArgument, match=f"unknown parameter '{key}'"):

@@ -159,7 +159,8 @@ def test_create_same_name_incompatible_is_already_exists(
 
 
 def test_create_same_name_in_another_pool_is_already_exists(tmp_path: Path) -> None:
-    one, two = handle_of(make_pool(tmp_path / "one", "one")), handle_of(make_pool(tmp_path / "two", "two"))
+    one = handle_of(make_pool(tmp_path / "one", "one"))
+    two = handle_of(make_pool(tmp_path / "two", "two"))
     prov = provisioner_of(one, two)
     prov.create_volume(request(pool="one"))
 
@@ -398,20 +399,16 @@ def test_the_name_of_a_retained_volume_can_be_used_again(prov: Provisioner) -> N
     assert prov.get_by_name("pvc-1") == new
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: provisioning.py delete_volume computes a new archive_name (timestamp) on every "
-    "attempt; after a crash between the archive rename and the relabel, the retry looks for "
-    "the old directory under a new archive name and _layout.archive raises NotFound forever",
-)
 def test_a_crash_after_the_archive_move_is_finished_by_a_retry(
     prov: Provisioner, handle: PoolHandle, pool: PlainPool
 ) -> None:
     record = prov.create_volume(request(onDelete="archive"))
-    # What an attempt that crashed at 2020-01-02 03:04:05 left: the record marked deleting and
-    # the data renamed into the archive, but not yet relabelled `archived`.
-    handle.catalog.put_volume(record.model_copy(update={"state": "deleting"}))
+    # What an attempt that crashed at 2020-01-02 03:04:05 left: the record marked deleting with
+    # its archive name, and the data renamed into the archive, but not yet relabelled `archived`.
     moved = pool.root / "archive" / f"{record.directory}-20200102T030405Z"
+    handle.catalog.put_volume(
+        record.model_copy(update={"state": "deleting", "archive_name": moved.name})
+    )
     os.rename(pool.volume_path(record.directory), moved)
 
     provisioner_of(handle_of(make_pool(pool.root))).delete_volume(record.volume_id)

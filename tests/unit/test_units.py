@@ -54,21 +54,11 @@ def test_parse_size_refuses_fractional_bytes(text: str) -> None:
         parse_size(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: units.py _SIZE accepts 'ki' (the regex allows [kKMGTP]i) but _SUFFIXES has no "
-    "'ki', so parse_size('1ki') raises KeyError instead of InvalidArgument",
-)
 def test_parse_size_lowercase_ki_is_invalid_argument_not_a_crash() -> None:
     with pytest.raises(InvalidArgument):
         parse_size("1ki")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: units.py parse_size computes with float, so integers above 2**53 come back "
-    "changed (9007199254740993 -> 9007199254740992); use int/Decimal arithmetic",
-)
 def test_parse_size_is_exact_for_large_byte_counts() -> None:
     assert parse_size(str(2**53 + 1)) == 2**53 + 1
 

@@ -18,7 +18,9 @@ from sharevol.errors import InvalidArgument
 ProtoMode = csi_pb2.VolumeCapability.AccessMode
 
 
-def mount_cap(mode: int, fs_type: str = "", flags: tuple[str, ...] = ()) -> csi_pb2.VolumeCapability:
+def mount_cap(
+    mode: int, fs_type: str = "", flags: tuple[str, ...] = ()
+) -> csi_pb2.VolumeCapability:
     return csi_pb2.VolumeCapability(
         access_mode=ProtoMode(mode=mode),  # type: ignore[arg-type]
         mount=csi_pb2.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(flags)),
@@ -40,7 +42,7 @@ def test_required_returns_a_good_value() -> None:
 
 
 def test_required_refuses_an_empty_value_naming_the_field() -> None:
-    with pytest.raises(InvalidArgument, match="^name is required$"):
+    with pytest.raises(InvalidArgument, match=r"^name is required$"):
         required("", "name")
 
 
@@ -72,7 +74,7 @@ def test_required_path_accepts_absolute_normalised_paths(path: str) -> None:
 
 
 def test_required_path_refuses_an_empty_value() -> None:
-    with pytest.raises(InvalidArgument, match="^target_path is required$"):
+    with pytest.raises(InvalidArgument, match=r"^target_path is required$"):
         required_path("", "target_path")
 
 
@@ -133,7 +135,7 @@ def test_an_unknown_access_mode_is_refused() -> None:
 
 def test_an_access_mode_number_outside_the_enum_is_refused() -> None:
     message = csi_pb2.VolumeCapability()
-    message.access_mode.mode = 99  # type: ignore[assignment]  # open enum: any int arrives
+    message.access_mode.mode = 99  # type: ignore[assignment]  # an open enum: any int arrives
     message.mount.SetInParent()
 
     with pytest.raises(InvalidArgument, match="unknown or unset access mode 99"):
@@ -142,7 +144,7 @@ def test_an_access_mode_number_outside_the_enum_is_refused() -> None:
 
 def test_a_capability_without_access_type_is_refused() -> None:
     message = csi_pb2.VolumeCapability(
-        access_mode=ProtoMode(mode=ProtoMode.SINGLE_NODE_WRITER)  # type: ignore[arg-type]
+        access_mode=ProtoMode(mode=ProtoMode.SINGLE_NODE_WRITER)
     )
 
     with pytest.raises(InvalidArgument, match="no access_type"):

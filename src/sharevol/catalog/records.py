@@ -59,6 +59,19 @@ class Capability(BaseModel):
     mount_flags: tuple[str, ...] = ()
 
 
+VolumeKind = Literal["directory", "image", "block"]
+"""What a volume is on its pool: a folder, a filesystem in an image file, or a raw image file."""
+
+
+class ContentSource(BaseModel):
+    """Where a restored or cloned volume's data came from (CSI volume_content_source)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["snapshot", "volume"]
+    source_id: str
+
+
 class VolumeRecord(BaseModel):
     """One volume, from its reservation (state `creating`) to its deletion."""
 
@@ -84,6 +97,13 @@ class VolumeRecord(BaseModel):
     created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
     deleted_at: dt.datetime | None = None
     archive_name: str | None = None
+    content_source: ContentSource | None = None
+    """Set for restores and clones; part of CreateVolume's idempotency check."""
+    kind: VolumeKind = "directory"
+    """directory: the volume is its folder; image: a filesystem (`fs_type`) in the sparse file
+    `<folder>/disk.img`; block: that file as a raw device. See sharevol.service.images."""
+    fs_type: str = ""
+    """The filesystem of an image volume (ext4 or xfs); empty for the other kinds."""
 
     @property
     def live(self) -> bool:
@@ -93,3 +113,41 @@ class VolumeRecord(BaseModel):
     @property
     def access_type(self) -> Literal["mount", "block"]:
         return self.capabilities[0].access_type if self.capabilities else "mount"
+
+
+SnapshotMethod = Literal["btrfs", "reflink", "copy"]
+"""How a pool cuts snapshots: a read-only btrfs snapshot, a reflink tree copy (both metadata
+only), or a real sparse copy run in the background."""
+
+
+class SnapshotRecord(BaseModel):
+    """One snapshot, in `<pool>/.sharevol/catalog/snapshots/<uuid>.json`, data in
+    `<pool>/snapshots/<directory>`. It does not depend on its source volume once ready."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    snapshot_id: str
+    name: str
+    pool: str
+    uuid: str
+    directory: str
+    source_volume_id: str
+    size_bytes: int
+    """The source's capacity when the snapshot was cut: CSI size_bytes, the smallest restore."""
+    data_bytes: int = 0
+    """Bytes of file data in the snapshot (allocated, holes excluded); known once ready."""
+    method: SnapshotMethod
+    state: Literal["creating", "copying", "ready", "deleting"] = "creating"
+    """creating (a reservation) -> ready, or -> copying (background copy) -> ready;
+    then deleting -> gone."""
+    progress: float = 0.0
+    """Fraction copied, as last recorded (1.0 once ready); live progress comes from the job."""
+    parameters: dict[str, str] = Field(default_factory=dict)
+    backend: dict[str, int | str] = Field(default_factory=dict)
+    created_at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    """When the snapshot was cut (CSI creation_time)."""
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"

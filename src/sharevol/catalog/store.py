@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from sharevol.catalog.records import VolumeRecord
+from sharevol.catalog.records import SnapshotRecord, VolumeRecord
 from sharevol.errors import Internal
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,14 @@ class Catalog:
     def __init__(self, pool_root: Path) -> None:
         self.root = pool_root / CATALOG_DIR
         self.volumes_dir = self.root / "catalog" / "volumes"
+        self.snapshots_dir = self.root / "catalog" / "snapshots"
         self._lock_path = self.root / "pool.lock"
         self._thread_lock = threading.Lock()
 
     def ensure(self) -> None:
         """Create the catalog folders (idempotent); called when a pool starts."""
         self.volumes_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def volume_path(self, uuid: str) -> Path:
         return self.volumes_dir / f"{uuid}.json"
@@ -95,6 +97,44 @@ class Catalog:
         with contextlib.suppress(FileNotFoundError):
             self.volume_path(uuid).unlink()
             fsync_dir(self.volumes_dir)
+
+    # -- snapshots: the same rules in their own folder (snapshot IDs are their own namespace)
+
+    def snapshot_path(self, uuid: str) -> Path:
+        return self.snapshots_dir / f"{uuid}.json"
+
+    def read_snapshot(self, uuid: str) -> SnapshotRecord | None:
+        """The record of one snapshot, or None when there is none."""
+        try:
+            raw = self.snapshot_path(uuid).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return SnapshotRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            raise Internal(f"snapshot record {self.snapshot_path(uuid)} is corrupt: {exc}") from exc
+
+    def load_snapshots(self) -> list[SnapshotRecord]:
+        """Every snapshot record of the pool; a corrupt one is logged and skipped."""
+        records: list[SnapshotRecord] = []
+        if not self.snapshots_dir.is_dir():
+            return records
+        for path in sorted(self.snapshots_dir.glob("*.json")):
+            try:
+                records.append(SnapshotRecord.model_validate_json(path.read_bytes()))
+            except (ValidationError, json.JSONDecodeError, OSError) as exc:
+                log.error("skipping unreadable snapshot record %s: %s", path, exc)
+        return records
+
+    def put_snapshot(self, record: SnapshotRecord) -> None:
+        self.snapshots_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self.snapshot_path(record.uuid), record.model_dump_json(indent=1).encode())
+
+    def remove_snapshot(self, uuid: str) -> None:
+        """Forget a snapshot (idempotent)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.snapshot_path(uuid).unlink()
+            fsync_dir(self.snapshots_dir)
 
     @contextlib.contextmanager
     def pool_lock(self) -> Iterator[None]:

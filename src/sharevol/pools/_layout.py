@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from sharevol.errors import FailedPrecondition, Internal, NotFound
-from sharevol.pools.base import ARCHIVE_DIR, VOLUMES_DIR, PoolSpace, safe_child
+from sharevol.pools.base import ARCHIVE_DIR, SNAPSHOTS_DIR, VOLUMES_DIR, PoolSpace, safe_child
 from sharevol.sys.statfs import statvfs_with_deadline
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,9 @@ def require_directory(name: str, root: Path) -> None:
 
 
 def make_folders(name: str, root: Path) -> None:
-    """Create `volumes/` and `archive/` (idempotent); refuse symlinks planted in their place."""
-    for folder in (root / VOLUMES_DIR, root / ARCHIVE_DIR):
+    """Create `volumes/`, `archive/` and `snapshots/` (idempotent); refuse symlinks planted in
+    their place."""
+    for folder in (root / VOLUMES_DIR, root / ARCHIVE_DIR, root / SNAPSHOTS_DIR):
         try:
             os.mkdir(folder, 0o755)
         except FileExistsError:

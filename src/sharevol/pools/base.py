@@ -11,12 +11,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
+from sharevol.catalog.records import SnapshotMethod
 from sharevol.errors import InvalidArgument
+from sharevol.sys.tree_copy import CopyControl
 
 VOLUMES_DIR = "volumes"
 ARCHIVE_DIR = "archive"
+SNAPSHOTS_DIR = "snapshots"
 
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -40,6 +43,9 @@ class PoolCapabilities:
     """Snapshots and clones cost metadata, not data (btrfs snapshot, reflink)."""
     node_local: bool = False
     """The pool is on one node's disk: volumes are pinned to that node (topology)."""
+    snapshot_method: SnapshotMethod = "copy"
+    """How snapshots and clones are made: btrfs snapshot, reflink copy (both instant), or a
+    real copy that the service runs in the background."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,22 @@ class PoolSpace:
 
     total_bytes: int
     free_bytes: int
+
+
+@dataclass(frozen=True)
+class ContentRef:
+    """Data a new volume is made from, inside the same pool: a volume or a snapshot folder."""
+
+    kind: Literal["volume", "snapshot"]
+    directory: str
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """What a snapshot or clone produced: pool facts to record, and bytes of data in it."""
+
+    backend: dict[str, int | str]
+    data_bytes: int
 
 
 class Pool(Protocol):
@@ -107,4 +129,37 @@ class Pool(Protocol):
 
     def space(self) -> PoolSpace:
         """Total and free bytes of the filesystem under the pool."""
+        ...
+
+    # -- snapshots and clones (sharevol.pools.snapshots) --------------------------------------
+
+    def snapshot_path(self, directory: str) -> Path:
+        """Where a snapshot's data lives: `<root>/snapshots/<directory>`."""
+        ...
+
+    def create_snapshot(
+        self,
+        volume_directory: str,
+        snapshot_directory: str,
+        size_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
+        """Cut a snapshot of the volume into `snapshots/<snapshot_directory>`, independent of
+        the volume. Instant for btrfs and reflink; a real copy otherwise (the caller runs it in
+        the background with `control`). A retry after a crash converges."""
+        ...
+
+    def delete_snapshot(self, snapshot_directory: str) -> None:
+        """Remove a snapshot's data (and a partial copy of it); gone already is fine."""
+        ...
+
+    def clone_volume(
+        self,
+        source: ContentRef,
+        directory: str,
+        capacity_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
+        """Make volume `directory` a writable copy of `source` with a hard limit of
+        `capacity_bytes` where the pool enforces; same mechanisms as create_snapshot."""
         ...

@@ -16,13 +16,14 @@ from pathlib import Path
 from sharevol.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from sharevol.pools import _layout
 from sharevol.pools.base import VOLUMES_DIR, PoolCapabilities, PoolSpace, VolumeUsage, safe_child
+from sharevol.pools.snapshots import BtrfsSnapshots
 from sharevol.sys import btrfs
 from sharevol.sys.statfs import filesystem_type, statvfs_with_deadline
 
 log = logging.getLogger(__name__)
 
 
-class BtrfsPool:
+class BtrfsPool(BtrfsSnapshots):
     """Volumes as btrfs subvolumes with qgroup limits; quotas must be on (`btrfs quota enable`).
 
     Inodes: btrfs allocates them on demand and keeps no per-subvolume count, so used inodes are
@@ -37,7 +38,11 @@ class BtrfsPool:
         self.name = name
         self.root = root
         self.capabilities = PoolCapabilities(
-            enforces_quota=True, reports_usage=True, instant_snapshot=True, node_local=node_local
+            enforces_quota=True,
+            reports_usage=True,
+            instant_snapshot=True,
+            node_local=node_local,
+            snapshot_method="btrfs",
         )
         self._volumes = root / VOLUMES_DIR
         self._statfs_timeout = statfs_timeout

@@ -16,6 +16,7 @@ from pathlib import Path
 from sharevol.errors import FailedPrecondition, Internal, NotFound
 from sharevol.pools import _layout
 from sharevol.pools.base import VOLUMES_DIR, PoolCapabilities, PoolSpace, VolumeUsage, safe_child
+from sharevol.pools.snapshots import TreeSnapshots
 from sharevol.sys.statfs import filesystem_type, mounts_under, statvfs_with_deadline
 from sharevol.sys.tree import remove_tree, tree_usage
 
@@ -27,7 +28,7 @@ from its path at once and a crashed delete is finished by the retry. Volume dire
 start with a dot (safe_child), so these names cannot collide with a volume."""
 
 
-class PlainPool:
+class PlainPool(TreeSnapshots):
     """Volumes as plain directories; sizes are recorded, not enforced."""
 
     kind = "plain"
@@ -62,6 +63,7 @@ class PlainPool:
             self.name, self.root, filesystem_type(self.root),
         )  # fmt: skip
         _layout.make_folders(self.name, self.root)
+        self.detect_snapshot_method()
 
     def volume_path(self, directory: str) -> Path:
         return safe_child(self._volumes, directory)

@@ -29,12 +29,16 @@ def choose_capacity(required_bytes: int, limit_bytes: int) -> int:
     size = max(wanted, MIN_VOLUME_BYTES)
     size = -(-size // BLOCK) * BLOCK
     if limit_bytes and size > limit_bytes:
-        size = limit_bytes // BLOCK * BLOCK
-        if size < max(required_bytes, MIN_VOLUME_BYTES):
+        if limit_bytes < MIN_VOLUME_BYTES:
             raise OutOfRange(
                 f"limit_bytes {limit_bytes} is below the smallest volume sharevol makes "
                 f"({format_size(MIN_VOLUME_BYTES)})"
             )
+        rounded_down = limit_bytes // BLOCK * BLOCK
+        # No 4 KiB multiple in [required, limit]: the limit itself is a valid exact size.
+        size = (
+            rounded_down if rounded_down >= max(required_bytes, MIN_VOLUME_BYTES) else limit_bytes
+        )
     return size
 
 

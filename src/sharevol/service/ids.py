@@ -39,7 +39,7 @@ def check_id_length(value: str, what: str) -> None:
 
 def parse_volume_id(volume_id: str) -> VolumeRef | None:
     """The pool and uuid of an ID, or None when the string cannot be one of our IDs."""
-    match = _VOLUME_ID.match(volume_id)
+    match = _VOLUME_ID.fullmatch(volume_id)
     if match is None:
         return None
     return VolumeRef(match.group(1), match.group(3))

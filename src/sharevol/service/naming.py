@@ -48,13 +48,13 @@ def render_directory(params: VolumeParameters, default: str) -> str:
                 f"subDir {template!r} uses ${{{key}}} but the request does not carry it: run the "
                 "external-provisioner with --extra-create-metadata"
             )
-        if not _K8S_NAME.match(value):
+        if not _K8S_NAME.fullmatch(value):
             raise InvalidArgument(f"{key} {value!r} is not a valid Kubernetes name")
         pieces.append(value)
         position = match.end()
     pieces.append(_literal(template[position:], template))
     directory = "".join(pieces)
-    if not _DIRECTORY.match(directory) or directory in (".", ".."):
+    if not _DIRECTORY.fullmatch(directory) or directory in (".", ".."):
         raise InvalidArgument(
             f"subDir {template!r} renders to {directory!r}, which is not one directory name "
             "(letters, digits, '.', '_', '-'; starts with a letter or digit; at most 128)"
@@ -63,7 +63,7 @@ def render_directory(params: VolumeParameters, default: str) -> str:
 
 
 def _literal(text: str, template: str) -> str:
-    if not _LITERAL.match(text):
+    if not _LITERAL.fullmatch(text):
         raise InvalidArgument(
             f"subDir {template!r}: only letters, digits, '.', '_', '-' and placeholders allowed"
         )

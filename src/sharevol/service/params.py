@@ -23,7 +23,7 @@ PV_NAME = "csi.storage.k8s.io/pv/name"
 class VolumeParameters(BaseModel):
     """The parameters of one CreateVolume, as StorageClass authors write them."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     pool: str | None = Field(default=None, pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
     on_delete: OnDelete = Field(default=OnDelete.DELETE, alias="onDelete")

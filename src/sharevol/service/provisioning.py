@@ -235,10 +235,13 @@ class Provisioner:
                 f"volume {record.name!r} is in use: mounted at {', '.join(sorted(mounts))}"
             )
         handle = self._pools[record.pool]
-        deleting = record.model_copy(update={"state": "deleting"})
+        now = dt.datetime.now(dt.UTC)
+        # The archive name is decided once and recorded before anything moves, so a retry after
+        # a crash looks for the archive where the first attempt put it.
+        archive_name = record.archive_name or f"{record.directory}-{now:%Y%m%dT%H%M%SZ}"
+        deleting = record.model_copy(update={"state": "deleting", "archive_name": archive_name})
         handle.catalog.put_volume(deleting)
         self.index.put(deleting)
-        now = dt.datetime.now(dt.UTC)
         if record.on_delete is OnDelete.DELETE:
             handle.pool.delete_volume(record.directory, record.backend)
             handle.catalog.remove_volume(record.uuid)
@@ -248,7 +251,6 @@ class Provisioner:
                 handle, deleting.model_copy(update={"state": "retained", "deleted_at": now})
             )
         else:
-            archive_name = f"{record.directory}-{now:%Y%m%dT%H%M%SZ}"
             handle.pool.archive_volume(record.directory, archive_name)
             self._relabel(
                 handle,

@@ -1,0 +1,104 @@
+"""A fake of `sharevol.sys.quota.ProjectQuotas` for unit tests, shipped with the code.
+
+It keeps a directory's project ID in a user xattr of that directory (so it lives and dies with
+the inode and survives a rename, as in the kernel) and limits and usage per project in memory, and answers with the same errors as the
+kernel where the pools branch on them (ENOENT for a missing directory, ESRCH when quota is off,
+EOPNOTSUPP when the filesystem has no project IDs). Tests set usage with `charge`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from sharevol.sys.quota import ProjectQuota, QuotaError, QuotaState
+
+XATTR = "user.sharevol-test.projid"
+"""Where the fake keeps a directory's project ID (needs user xattrs: ext4, xfs, tmpfs >= 6.6)."""
+
+
+@dataclass
+class _Project:
+    used_bytes: int = 0
+    used_inodes: int = 0
+    block_limit_bytes: int = 0
+    inode_limit: int = 0
+
+
+@dataclass
+class FakeProjectQuotas:
+    """In-memory project quotas of one filesystem; `calls` records every mutating call."""
+
+    fs_type: str = "xfs"
+    device: str = "/dev/fake0"
+    quota_state: QuotaState = field(default_factory=lambda: QuotaState(True, True))
+    project_ids_supported: bool = True
+    calls: list[tuple[str, int]] = field(default_factory=list)
+    _projects: dict[int, _Project] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def state(self) -> QuotaState:
+        return self.quota_state
+
+    def get_project(self, path: Path) -> int:
+        try:
+            if os.path.islink(path):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            return int(os.getxattr(path, XATTR, follow_symlinks=False))
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                return 0
+            raise QuotaError("FS_IOC_FSGETXATTR", path, exc.errno or errno.EIO) from exc
+
+    def set_project(self, path: Path, project_id: int) -> None:
+        if not self.project_ids_supported:
+            raise QuotaError("FS_IOC_FSSETXATTR", path, errno.EOPNOTSUPP)
+        with self._lock:
+            previous = self.get_project(path)
+            try:
+                os.setxattr(path, XATTR, str(project_id).encode(), follow_symlinks=False)
+            except OSError as exc:
+                raise QuotaError("FS_IOC_FSSETXATTR", path, exc.errno or errno.EIO) from exc
+            # The kernel moves the directory inode's charge to the new project at once.
+            if self.quota_state.accounting:
+                if previous:
+                    self._projects.setdefault(previous, _Project()).used_inodes -= 1
+                self._projects.setdefault(project_id, _Project()).used_inodes += 1
+            self.calls.append(("set_project", project_id))
+
+    def _check_on(self, what: str) -> None:
+        if not self.quota_state.accounting:
+            raise QuotaError(what, self.device, errno.ENOSYS if self.quota_state.no_quota
+                             else errno.ESRCH)  # fmt: skip
+
+    def get(self, project_id: int) -> ProjectQuota:
+        self._check_on("quotactl Q_XGETQUOTA")
+        with self._lock:
+            project = self._projects.get(project_id, _Project())
+            return ProjectQuota(project_id, project.used_bytes, project.used_inodes,
+                                project.block_limit_bytes, project.inode_limit)  # fmt: skip
+
+    def set_limits(
+        self, project_id: int, *, block_bytes: int | None = None, inodes: int | None = None
+    ) -> None:
+        self._check_on("quotactl Q_XSETQLIM")
+        with self._lock:
+            project = self._projects.setdefault(project_id, _Project())
+            if block_bytes is not None:
+                project.block_limit_bytes = block_bytes
+            if inodes is not None:
+                project.inode_limit = inodes
+            self.calls.append(("set_limits", project_id))
+
+    def charge(self, project_id: int, *, used_bytes: int = 0, used_inodes: int = 0) -> None:
+        """Pretend files were written to (or deleted from) a project."""
+        with self._lock:
+            project = self._projects.setdefault(project_id, _Project())
+            self._projects[project_id] = replace(
+                project,
+                used_bytes=project.used_bytes + used_bytes,
+                used_inodes=project.used_inodes + used_inodes,
+            )
