@@ -19,6 +19,7 @@ from sharevol.sys.statfs import mounts_under
 
 COMMAND_TIMEOUT = 120.0
 SETTLE_TIMEOUT = 300.0
+SETTLE_POLL = 0.05
 
 
 @contextlib.contextmanager
@@ -73,9 +74,15 @@ def _destroy_image(runner: SubprocessRunner, image: Path, mount_point: Path, loo
 
 
 def settle(mount_point: Path) -> float:
-    """Wait for the btrfs cleaner to drop deleted subvolumes, so one phase's background work
-    does not land in the next phase's figures; returns the seconds it took."""
+    """Wait until the btrfs cleaner has dropped every deleted subvolume, so one phase's
+    background work does not land in the next phase's figures; returns the seconds it took.
+
+    In-process, like `btrfs subvolume sync` (which polls too: the kernel offers nothing to wait
+    on), so an interrupt leaves no child process holding the mount busy."""
     started = time.monotonic()
     btrfs.sync(mount_point)  # the cleaner runs after a commit: without it, up to 30 s idle
-    SubprocessRunner().run(["btrfs", "subvolume", "sync", str(mount_point)], timeout=SETTLE_TIMEOUT)
+    while any(sub.deleted for sub in btrfs.list_subvolumes(mount_point)):
+        if time.monotonic() - started > SETTLE_TIMEOUT:
+            raise TimeoutError(f"the btrfs cleaner of {mount_point} did not finish in time")
+        time.sleep(SETTLE_POLL)
     return time.monotonic() - started

@@ -16,6 +16,7 @@ from sharevol.pools.btrfs import BtrfsPool
 from sharevol.pools.plain import PlainPool
 from sharevol.sys.runner import SubprocessRunner
 from sharevol.sys.statfs import mounts_under
+from tests.support.loopfs import loop_filesystem
 
 BTRFS_IMAGE_BYTES = 2 * 1024**3
 """Sparse: costs a few MiB of real disk; big enough that tests hit quotas, not ENOSPC."""
@@ -94,3 +95,23 @@ def plain_pool(plain_dir: Path) -> PlainPool:
     pool = PlainPool("plain", plain_dir)
     pool.start()
     return pool
+
+
+@pytest.fixture
+def xfs_fs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly made, loop-mounted 1 GiB (sparse) XFS with reflink on (a reflink-capable
+    filesystem for plain pools); mark tests `@pytest.mark.root("mkfs.xfs")`."""
+    workdir = tmp_path / "xfs-fixture"
+    workdir.mkdir()
+    with loop_filesystem(workdir, "xfs", 1024**3) as mount_point:
+        yield mount_point
+
+
+@pytest.fixture
+def ext4_fs(tmp_path: Path) -> Iterator[Path]:
+    """A freshly made, loop-mounted 512 MiB (sparse) ext4: no reflink, so plain pools on it copy
+    for real; mark tests `@pytest.mark.root("mkfs.ext4")`."""
+    workdir = tmp_path / "ext4-fixture"
+    workdir.mkdir()
+    with loop_filesystem(workdir, "ext4", 512 * 1024**2) as mount_point:
+        yield mount_point

@@ -197,11 +197,13 @@ def test_pool_fills_up_then_refuses(stubs: Stubs) -> None:
     assert create_code(stubs, request) == C.RESOURCE_EXHAUSTED
 
 
-def test_block_volumes_are_refused_clearly(stubs: Stubs) -> None:
+def test_block_modes_a_loop_device_cannot_honour_are_refused_clearly(stubs: Stubs) -> None:
+    msw = csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_SINGLE_WRITER
     with pytest.raises(grpc.RpcError) as err:
-        create(stubs, "blk", caps=[block_cap()])
+        create(stubs, "blk", caps=[block_cap(msw)])
     assert err.value.code() == C.INVALID_ARGUMENT
     assert "block" in str(err.value.details())
+    assert create(stubs, "blk", caps=[block_cap()]).capacity_bytes > 0  # RWO block is offered
 
 
 def test_error_status_has_no_details(stubs: Stubs) -> None:
@@ -496,14 +498,6 @@ def test_get_capacity_unknown_pool_is_invalid_argument(stubs: Stubs) -> None:
 
 
 def test_unoffered_rpcs_are_unimplemented(stubs: Stubs) -> None:
-    assert (
-        code_of(
-            lambda: stubs.controller.CreateSnapshot(
-                csi_pb2.CreateSnapshotRequest(name="s", source_volume_id="fast/" + "a" * 32)
-            )
-        )
-        == C.UNIMPLEMENTED
-    )
     assert (
         code_of(
             lambda: stubs.controller.ControllerPublishVolume(

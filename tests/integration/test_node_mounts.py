@@ -14,11 +14,12 @@ import pytest
 from sharevol.catalog.records import AccessMode, Capability, VolumeRecord
 from sharevol.catalog.store import Catalog
 from sharevol.errors import FailedPrecondition
-from sharevol.pools.base import PoolCapabilities, PoolSpace, VolumeUsage
+from sharevol.pools.base import ContentRef, CopyOutcome, PoolCapabilities, PoolSpace, VolumeUsage
 from sharevol.service.locate import PoolHandle, VolumeLocator
 from sharevol.service.publishing import NodePublisher
 from sharevol.sys.mounts import SystemMounter
 from sharevol.sys.runner import SubprocessRunner
+from sharevol.sys.tree_copy import CopyControl
 
 pytestmark = pytest.mark.root
 
@@ -68,6 +69,30 @@ class DirectoryPool:
         )
 
     def space(self) -> PoolSpace:
+        raise NotImplementedError
+
+    def snapshot_path(self, directory: str) -> Path:
+        raise NotImplementedError
+
+    def create_snapshot(
+        self,
+        volume_directory: str,
+        snapshot_directory: str,
+        size_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
+        raise NotImplementedError
+
+    def delete_snapshot(self, snapshot_directory: str) -> None:
+        raise NotImplementedError
+
+    def clone_volume(
+        self,
+        source: ContentRef,
+        directory: str,
+        capacity_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
         raise NotImplementedError
 
 

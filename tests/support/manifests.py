@@ -151,9 +151,7 @@ def capability(
         )
     return csi_pb2.VolumeCapability(
         access_mode=mode,
-        mount=csi_pb2.VolumeCapability.MountVolume(
-            fs_type=fs_type, mount_flags=list(mount_flags)
-        ),
+        mount=csi_pb2.VolumeCapability.MountVolume(fs_type=fs_type, mount_flags=list(mount_flags)),
     )
 
 

@@ -188,7 +188,7 @@ def running_server(socket_name: str = "csi.sock") -> Iterator[FakeServer]:
         # what the CLI calls, and gRPC answers UNIMPLEMENTED for the rest.
         csi_pb2_grpc.add_ControllerServicer_to_server(FakeController(calls), server)  # type: ignore[abstract]
         csi_pb2_grpc.add_NodeServicer_to_server(FakeNode(calls), server)  # type: ignore[abstract]
-        admin_pb2_grpc.add_AdminServicer_to_server(FakeAdmin(calls), server)
+        admin_pb2_grpc.add_AdminServicer_to_server(FakeAdmin(calls), server)  # type: ignore[abstract]
         server.add_insecure_port(f"unix://{socket}")
         server.start()
         try:

@@ -79,9 +79,10 @@ def test_existing_image_with_another_filesystem_is_never_formatted(tmp_path: Pat
     runner = FakeRunner()
     runner.script(["losetup", "--find", "--show"], stdout="/dev/loop7\n")
     runner.script(["blkid"], stdout="xfs\n")
+    pool = EmbeddedPool(tmp_path, GiB, runner, mounter=FakeMounter(), geteuid=lambda: 0, fs="btrfs")
 
-    with pytest.raises(FailedPrecondition, match="holds a xfs filesystem"):
-        _pool(tmp_path, runner).attach()
+    with pytest.raises(FailedPrecondition, match="holds a xfs filesystem, not btrfs"):
+        pool.attach()
 
     assert not any(argv[0] == "mkfs.btrfs" and len(argv) > 2 for argv in runner.calls)
     assert ["losetup", "-d", "/dev/loop7"] in runner.calls, "the loop device it attached is freed"

@@ -70,11 +70,11 @@ def test_unknown_key_is_invalid_argument_naming_the_key_and_listing_the_known_on
 
 def test_every_bad_key_is_named_in_one_message() -> None:
     with pytest.raises(InvalidArgument) as caught:
-        parse_parameters({"size": "1Gi", "pool": "Bad_Pool", "fsType": "ext4"})
+        parse_parameters({"size": "1Gi", "pool": "Bad_Pool", "fstype": "ext4"})
 
     message = str(caught.value)
     assert "unknown parameter 'size'" in message
-    assert "unknown parameter 'fsType'" in message
+    assert "unknown parameter 'fstype'" in message
     assert "parameter 'pool'" in message
 
 

@@ -189,8 +189,8 @@ def test_create_with_mutable_parameters_is_invalid_argument(prov: Provisioner) -
 def test_create_with_an_unknown_parameter_leaves_nothing(
     prov: Provisioner, handle: PoolHandle, pool: PlainPool
 ) -> None:
-    with pytest.raises(InvalidArgument, match="unknown parameter 'fsType'"):
-        prov.create_volume(request(fsType="ext4"))
+    with pytest.raises(InvalidArgument, match="unknown parameter 'fstype'"):
+        prov.create_volume(request(fstype="ext4"))
 
     assert volume_dirs(pool) == []
     assert handle.catalog.load_volumes() == []

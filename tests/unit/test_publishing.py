@@ -16,12 +16,12 @@ from sharevol.errors import (
     Internal,
     InvalidArgument,
     NotFound,
-    Unimplemented,
 )
-from sharevol.pools.base import PoolCapabilities, PoolSpace, VolumeUsage
+from sharevol.pools.base import ContentRef, CopyOutcome, PoolCapabilities, PoolSpace, VolumeUsage
 from sharevol.service.locate import LocatedVolume
 from sharevol.service.publishing import NodePublisher, Publication, capability_covered
 from sharevol.sys.fake import FakeMounter
+from sharevol.sys.tree_copy import CopyControl
 
 RWO = Capability(access_mode=AccessMode.SINGLE_NODE_WRITER)
 RWOP = Capability(access_mode=AccessMode.SINGLE_NODE_SINGLE_WRITER)
@@ -69,6 +69,30 @@ class FakePool:
         return VolumeUsage(capacity_bytes, 4096, capacity_bytes - 4096, 1000, 3, 997)
 
     def space(self) -> PoolSpace:
+        raise NotImplementedError
+
+    def snapshot_path(self, directory: str) -> Path:
+        raise NotImplementedError
+
+    def create_snapshot(
+        self,
+        volume_directory: str,
+        snapshot_directory: str,
+        size_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
+        raise NotImplementedError
+
+    def delete_snapshot(self, snapshot_directory: str) -> None:
+        raise NotImplementedError
+
+    def clone_volume(
+        self,
+        source: ContentRef,
+        directory: str,
+        capacity_bytes: int,
+        control: CopyControl | None = None,
+    ) -> CopyOutcome:
         raise NotImplementedError
 
 
@@ -234,12 +258,13 @@ def test_stage_writer_mode_on_a_read_only_volume_is_failed_precondition(node: No
     assert node.mounter.find(node.staging(volume_id)) is None
 
 
-def test_stage_block_access_is_unimplemented(node: Node) -> None:
+def test_stage_block_access_of_a_directory_volume_is_failed_precondition(node: Node) -> None:
     block = Capability(access_mode=AccessMode.SINGLE_NODE_WRITER, access_type="block")
     volume_id = "pool/" + "e" * 32
-    node.locator.add(volume_id, block)
-    with pytest.raises(Unimplemented, match="block"):
+    node.locator.add(volume_id, block)  # a directory record: only CreateVolume makes block ones
+    with pytest.raises(FailedPrecondition, match="block"):
         node.stage(volume_id, block)
+    assert node.mounter.find(node.staging(volume_id)) is None
 
 
 def test_stage_relative_path_is_invalid_argument(node: Node) -> None:

@@ -1,0 +1,1 @@
+"""The VM tier: project tests run in a throw-away qemu guest (docs/vm-tier.md)."""

@@ -30,10 +30,16 @@ def in_vm(cmdline: Path = Path("/proc/cmdline")) -> bool:
         return False
 
 
-def vm_disk_path(serial: str, sys_block: Path = Path("/sys/block")) -> Path:
+def vm_disk_path(
+    serial: str,
+    *,
+    sys_block: Path = Path("/sys/block"),
+    cmdline: Path = Path("/proc/cmdline"),
+    mounts: Path = Path("/proc/self/mounts"),
+) -> Path:
     """/dev path of the guest disk with this virtio serial; refuses outside the VM, and when
     the disk is mounted (an earlier test did not clean up)."""
-    if not in_vm():
+    if not in_vm(cmdline):
         raise NotInVm(f"refusing to look up disk {serial!r} outside the VM: {NOT_IN_VM}")
     seen: dict[str, str] = {}
     for entry in sorted(sys_block.glob("vd*")):
@@ -44,8 +50,8 @@ def vm_disk_path(serial: str, sys_block: Path = Path("/sys/block")) -> Path:
     if serial not in seen:
         raise LookupError(f"no virtio disk with serial {serial!r}; found {seen or 'none'}")
     device = Path("/dev") / seen[serial]
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
+    with mounts.open() as table:
+        for line in table:
             if line.split()[0] == str(device):
                 raise RuntimeError(f"{device} ({serial}) is still mounted: {line.strip()}")
     return device

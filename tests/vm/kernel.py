@@ -32,17 +32,9 @@ KERNEL_ENV = "SHAREVOL_VM_KERNEL"
 CACHE_ENV = "SHAREVOL_VM_CACHE"
 
 MODULES = (
-    "virtio_pci",
-    "virtio_net",
-    "virtio_blk",
-    "virtiofs",
-    "overlay",
-    "loop",
-    "xfs",
-    "ext4",
-    "quota_v2",
-    "nfsv4",
-)
+    "virtio_pci", "virtio_net", "virtio_blk", "virtiofs", "overlay", "loop",
+    "xfs", "ext4", "quota_v2", "nfsv4",
+)  # fmt: skip
 """Module roots of the initramfs; their dependencies are added. Built-in ones are skipped."""
 INIT_SCRIPT = Path(__file__).with_name("init.sh")
 INITRD_FORMAT = "2"
@@ -92,7 +84,12 @@ def guest_kernel(cache: Path | None = None, modules: tuple[str, ...] = MODULES) 
         if vmlinuz.exists() and initrd.exists():
             return GuestKernel(release, vmlinuz, initrd, built=False)
         if not deb.exists():
-            _download(release, kdir)
+            try:
+                _download(release, kdir)
+            except KernelUnavailable:
+                with contextlib.suppress(OSError):
+                    kdir.rmdir()  # only when empty: never leave a half-made entry
+                raise
         with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as scratch:
             tree = Path(scratch) / "pkg"
             _run(["dpkg-deb", "-x", str(deb), str(tree)])
@@ -100,10 +97,22 @@ def guest_kernel(cache: Path | None = None, modules: tuple[str, ...] = MODULES) 
                 shutil.copyfile(tree / "boot" / f"vmlinuz-{release}", kdir / ".vmlinuz.new")
                 (kdir / ".vmlinuz.new").rename(vmlinuz)
             _build_initrd(tree, release, modules, Path(scratch) / "initramfs", initrd)
-        for stale in kdir.glob("initrd-*.cpio.gz"):
-            if stale != initrd:
-                stale.unlink()
+        _prune(cache, keep=initrd)
         return GuestKernel(release, vmlinuz, initrd, built=True)
+
+
+def _prune(cache: Path, keep: Path) -> None:
+    """Drop the files of older kernels and initramfs builds (by their known names only)."""
+    for kdir in cache.glob("*-cloud-amd64"):
+        stale = [*kdir.glob("initrd-*.cpio.gz")]
+        if kdir != keep.parent:
+            stale += [kdir / "vmlinuz", kdir / "linux-image.deb"]
+        for path in stale:
+            if path != keep:
+                path.unlink(missing_ok=True)
+        if kdir != keep.parent:
+            with contextlib.suppress(OSError):
+                kdir.rmdir()
 
 
 def _pick_release(cache: Path) -> str:
@@ -140,16 +149,8 @@ def _download(release: str, kdir: Path) -> None:
     `apt-get update` (a fresh machine's lists may predate the current kernel)."""
     package = f"linux-image-{release}"
     with tempfile.TemporaryDirectory(dir=kdir, prefix=".download-") as scratch:
-        argv = [
-            "env",
-            f"--chdir={scratch}",
-            "apt-get",
-            "download",
-            "-q",
-            "-o",
-            "APT::Sandbox::User=root",
-            package,
-        ]
+        argv = ["env", f"--chdir={scratch}", "apt-get", "download", "-q",
+                "-o", "APT::Sandbox::User=root", package]  # fmt: skip
         result = _run(argv, check=False)
         if result.returncode != 0 and os.geteuid() == 0:
             _run(["apt-get", "update", "-qq"], check=False)
@@ -158,7 +159,9 @@ def _download(release: str, kdir: Path) -> None:
         if result.returncode != 0 or not debs:
             detail = (result.stderr or result.stdout).strip()[-500:] or "no .deb written"
             raise KernelUnavailable(
-                f"apt cannot provide {package}, the VM tier's guest kernel: {detail}"
+                f"apt cannot provide {package}, the VM tier's guest kernel ({detail}); it needs "
+                f"a Debian 12 host with bookworm (and bookworm-security) in its apt sources, or "
+                f"{KERNEL_ENV}=<release> naming a cloud kernel apt has"
             )
         debs[-1].rename(kdir / "linux-image.deb")
 

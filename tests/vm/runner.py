@@ -4,12 +4,11 @@ own tree, and bring back its exit code and junit.xml.
 The host's / is served read-only by virtiofsd from a private mount namespace (nothing is ever
 mounted on the host); the guest puts a tmpfs overlay on it, so it can write anywhere and the
 writes vanish at power-off. Only the job dir is shared read-write. docs/vm-tier.md has the
-details and the costs. By hand: `.venv/bin/python -m tests.vm.runner [pytest args]`.
+details and the costs. By hand: `.venv/bin/python -m tests.vm` (tests/vm/__main__.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import re
@@ -19,10 +18,9 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -40,16 +38,10 @@ NFS_PORT = 20490
 VIRTIOFSD_C = Path("/usr/lib/qemu/virtiofsd")  # Debian 12: qemu-system-common 7.2
 VIRTIOFSD_RUST = Path("/usr/libexec/virtiofsd")  # Debian 13+: package virtiofsd
 TOOLS = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "busybox": "busybox-static",
-    "cpio": "cpio",
-    "depmod": "kmod",
-    "modprobe": "kmod",
-    "unshare": "util-linux",
-    "timeout": "coreutils",
-    "apt-get": "apt",
-    "dpkg-deb": "dpkg",
-}
+    "qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static", "cpio": "cpio",
+    "depmod": "kmod", "modprobe": "kmod", "unshare": "util-linux", "timeout": "coreutils",
+    "apt-get": "apt", "dpkg-deb": "dpkg",
+}  # fmt: skip
 """Host tools of the tier, with the Debian package of each (scripts/bootstrap installs them)."""
 
 # Runs in the private mount namespace: bind / read-only at $1, then each "ro:PATH"/"rw:PATH"
@@ -81,6 +73,8 @@ class VmJob:
     nfs_port: int = NFS_PORT
     memory: str = "2G"
     cpus: int = 2
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for the guest pytest (e.g. where the host's NFS server exports)."""
     console: TextIO | None = None
     """Where to echo the guest console live (the CLI passes stdout); it is always saved too."""
 
@@ -100,8 +94,9 @@ class VmResult:
     def ok(self) -> bool:
         return self.rc == 0
 
-    def report(self) -> str:
-        """A message that names what failed, for an assertion or the CLI."""
+    def report(self, console: bool = True) -> str:
+        """A message that names what failed, for an assertion (with the console's last lines)
+        or the CLI (which showed the console live)."""
         if self.rc == 0:
             return f"VM tier passed in {self.seconds:.1f} s"
         if self.rc is None:
@@ -113,8 +108,9 @@ class VmResult:
         lines = [f"VM tier failed after {self.seconds:.1f} s: {what}"]
         if self.failures:
             lines += ["failing guest tests:", *(f"  {name}" for name in self.failures)]
-        tail = console_tail(self.console_log, 40 if self.failures else 80)
-        lines += [f"console ({self.console_log}), last lines:", tail]
+        if console:
+            tail = console_tail(self.console_log, 40 if self.failures else 80)
+            lines += [f"console ({self.console_log}), last lines:", tail]
         return "\n".join(lines)
 
 
@@ -149,9 +145,10 @@ def run_vm(job: VmJob, workdir: Path, kernel: GuestKernel | None = None) -> VmRe
     if reason:
         raise KernelUnavailable(reason)
     kernel = kernel or guest_kernel()
-    SubprocessRunner().run(
-        [str(VENV_PYTHON), "-m", "compileall", "-q", "src", "tests"], timeout=120
-    )
+    # The host sets PYTHONDONTWRITEBYTECODE; without .pyc the guest Python starts ~3x slower.
+    compile_argv = [str(VENV_PYTHON), "-m", "compileall", "-q", str(PROJECT / "src"),
+                    str(PROJECT / "tests")]  # fmt: skip
+    SubprocessRunner().run(compile_argv, timeout=120)
     job_dir, served = workdir / "job", workdir / "root"
     job_dir.mkdir()
     served.mkdir()
@@ -192,10 +189,13 @@ def _job_script(job: VmJob, job_dir: Path) -> str:
         "PYTHONUNBUFFERED": "1",
         "CI": os.environ.get("CI", ""),
         "TMPDIR": "/tmp",
+        **job.env,
     }
+    bad = [key for key in env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key)]
+    if bad:
+        raise ValueError(f"not environment variable names: {bad}")
     pytest = [str(VENV_PYTHON), "-m", "pytest", "-m", "vm", "-p", "no:cacheprovider", "-v",
-              "--color=no",
-              f"--junitxml={job_dir / 'junit.xml'}", *job.pytest_args]  # fmt: skip
+              "--color=no", f"--junitxml={job_dir / 'junit.xml'}", *job.pytest_args]  # fmt: skip
     return "\n".join(
         [
             "#!/bin/sh",
@@ -356,50 +356,3 @@ def console_tail(path: Path, lines: int) -> str:
         return "(no console output)"
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc|\r", "", text)
     return "\n".join(text.splitlines()[-lines:])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: run the vm tests in one VM, print the console live, exit with the guest's rc."""
-    parser = argparse.ArgumentParser(prog="python -m tests.vm.runner", description=__doc__)
-    parser.add_argument(
-        "pytest_args",
-        nargs="*",
-        default=["tests/vm"],
-        help="paths and options for the guest pytest (default: tests/vm)",
-    )
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
-    parser.add_argument("--nfs-port", type=int, default=NFS_PORT)
-    parser.add_argument("--keep", action="store_true", help="keep the job dir and console log")
-    args = parser.parse_args(argv)
-    reason = unavailable()
-    if reason:
-        print(f"vm-tier: cannot run: {reason}", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    try:
-        kernel = guest_kernel()
-    except KernelUnavailable as exc:
-        print(f"vm-tier: cannot run: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"vm-tier: kernel {kernel.release} ({'built' if kernel.built else 'cached'}) "
-        f"in {time.monotonic() - started:.1f} s"
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="sharevol-vm-"))
-    job = VmJob(tuple(args.pytest_args), args.timeout, nfs_port=args.nfs_port, console=sys.stdout)
-    result = run_vm(job, workdir, kernel)
-    print(
-        f"vm-tier: {result.report() if not result.ok else 'passed'}; "
-        f"VM wall time {result.seconds:.1f} s, total {time.monotonic() - started:.1f} s"
-    )
-    if args.keep:
-        print(f"vm-tier: kept {workdir}")
-    elif not os.path.ismount(result.job_dir):
-        shutil.rmtree(result.job_dir)
-        result.console_log.unlink()
-        workdir.rmdir()
-    return result.rc if result.rc is not None else 255
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -72,6 +72,31 @@ class ContentSource(BaseModel):
     source_id: str
 
 
+class NfsExport(BaseModel):
+    """A volume's export on the managed NFS server (sharevol.service.exports); what a node
+    mounts is `server:pseudo` on `port`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    export_id: int = Field(ge=1, le=65535)
+    """Ganesha's Export_Id: unique on the server, allocated under the pool lock."""
+    pseudo: str
+    root_squash: bool = True
+    server: str
+    port: int
+
+
+class Publication(BaseModel):
+    """A node the volume is ControllerPublished to; its address is on the export's clients."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node_id: str
+    address: str
+    capability: Capability
+    readonly: bool = False
+
+
 class VolumeRecord(BaseModel):
     """One volume, from its reservation (state `creating`) to its deletion."""
 
@@ -104,6 +129,10 @@ class VolumeRecord(BaseModel):
     `<folder>/disk.img`; block: that file as a raw device. See sharevol.service.images."""
     fs_type: str = ""
     """The filesystem of an image volume (ext4 or xfs); empty for the other kinds."""
+    nfs_export: NfsExport | None = None
+    """Set when the managed NFS server exports the volume (kept after delete, for the record)."""
+    publications: tuple[Publication, ...] = ()
+    """The nodes it is ControllerPublished to (NFS client list), in publish order."""
 
     @property
     def live(self) -> bool:

@@ -37,7 +37,12 @@ _Response = TypeVar("_Response", bound=Message)
 
 
 class ClientError(Exception):
-    """A call failed; the message is one line, ready to print after `error: `."""
+    """A call failed; the message is one line, ready to print after `error: `. `code` is the
+    gRPC status when the server answered one (ABORTED: a background copy still runs)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ServerUnavailable(ClientError):
@@ -137,7 +142,47 @@ class SharevolClient:
         request = csi_pb2.DeleteVolumeRequest(volume_id=volume_id)
         self._call("DeleteVolume", self._controller.DeleteVolume, request)
 
+    def create_volume_from(self, request: csi_pb2.CreateVolumeRequest) -> csi_pb2.Volume:
+        """CreateVolume as built by the caller (a restore or clone names its content source);
+        ABORTED (ClientError.code) while the server still copies the data."""
+        return self._call("CreateVolume", self._controller.CreateVolume, request).volume
+
+    def create_snapshot(self, name: str, source_volume_id: str) -> csi_pb2.Snapshot:
+        request = csi_pb2.CreateSnapshotRequest(name=name, source_volume_id=source_volume_id)
+        return self._call("CreateSnapshot", self._controller.CreateSnapshot, request).snapshot
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        request = csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
+        self._call("DeleteSnapshot", self._controller.DeleteSnapshot, request)
+
+    def expand_volume(
+        self, volume_id: str, required_bytes: int
+    ) -> csi_pb2.ControllerExpandVolumeResponse:
+        request = csi_pb2.ControllerExpandVolumeRequest(
+            volume_id=volume_id,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=required_bytes),
+        )
+        expand = self._controller.ControllerExpandVolume
+        return self._call("ControllerExpandVolume", expand, request)
+
     # CSI Node
+
+    def node_expand_volume(
+        self,
+        volume_id: str,
+        volume_path: str,
+        staging_path: str,
+        required_bytes: int,
+        capability: csi_pb2.VolumeCapability,
+    ) -> int:
+        request = csi_pb2.NodeExpandVolumeRequest(
+            volume_id=volume_id,
+            volume_path=volume_path,
+            staging_target_path=staging_path,
+            capacity_range=csi_pb2.CapacityRange(required_bytes=required_bytes),
+            volume_capability=capability,
+        )
+        return self._call("NodeExpandVolume", self._node.NodeExpandVolume, request).capacity_bytes
 
     def node_stage_volume(
         self, volume_id: str, staging_path: str, capability: csi_pb2.VolumeCapability
@@ -195,10 +240,35 @@ class SharevolClient:
         request = admin_pb2.ListPoolsRequest()
         return list(self._call("ListPools", self._admin.ListPools, request).pools)
 
+    def list_snapshots(self) -> list[admin_pb2.SnapshotInfo]:
+        request = admin_pb2.ListSnapshotsRequest()
+        return list(self._call("ListSnapshots", self._admin.ListSnapshots, request).snapshots)
+
+    def get_snapshot(self, name: str = "", snapshot_id: str = "") -> admin_pb2.SnapshotInfo:
+        """Look a snapshot up by CSI name or by ID (with the progress of its copy)."""
+        request = admin_pb2.GetSnapshotRequest(name=name, snapshot_id=snapshot_id)
+        response = self._call("GetSnapshot", self._admin.GetSnapshot, request)
+        if not response.HasField("snapshot") or not response.snapshot.snapshot_id:
+            what = f"named {name!r}" if name else f"with ID {snapshot_id!r}"
+            raise ClientError(f"no snapshot {what}")
+        return response.snapshot
+
     def list_publications(self) -> list[admin_pb2.Publication]:
         request = admin_pb2.ListPublicationsRequest()
         response = self._call("ListPublications", self._admin.ListPublications, request)
         return list(response.publications)
+
+    def list_archived(self, pool: str, older_than_seconds: int) -> list[admin_pb2.ArchivedVolume]:
+        request = admin_pb2.ListArchivedRequest(pool=pool, older_than_seconds=older_than_seconds)
+        return list(self._call("ListArchived", self._admin.ListArchived, request).volumes)
+
+    def purge_archived(
+        self, pool: str, older_than_seconds: int, volume_ids: Sequence[str]
+    ) -> admin_pb2.PurgeArchivedResponse:
+        request = admin_pb2.PurgeArchivedRequest(
+            pool=pool, older_than_seconds=older_than_seconds, volume_ids=list(volume_ids)
+        )
+        return self._call("PurgeArchived", self._admin.PurgeArchived, request)
 
     # plumbing
 
@@ -228,7 +298,7 @@ class SharevolClient:
             )
         if code is grpc.StatusCode.UNIMPLEMENTED:
             return ClientError(f"{rpc}: the server does not offer this call: {first_line}")
-        return ClientError(f"{rpc}: {first_line} ({code.name})")
+        return ClientError(f"{rpc}: {first_line} ({code.name})", code)
 
     def _unavailable(self) -> ServerUnavailable:
         return ServerUnavailable(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from sharevol import __version__
-from sharevol.cli import serve_cmd, up_cmd, volume_cmd
+from sharevol.cli import doctor_cmd, gc_cmd, serve_cmd, snapshot_cmd, up_cmd, volume_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +17,9 @@ def cli() -> None:
 cli.add_command(serve_cmd.serve)
 cli.add_command(up_cmd.up)
 cli.add_command(volume_cmd.volume)
+cli.add_command(snapshot_cmd.snapshot)
+cli.add_command(gc_cmd.gc)
+cli.add_command(doctor_cmd.doctor)
 
 
 def main() -> None:

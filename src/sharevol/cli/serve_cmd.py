@@ -5,23 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import click
 
+from sharevol.cli.logs import LOG_FORMATS, configure_logging
 from sharevol.cli.signals import StopSignals
 from sharevol.csi.server import MODES, build_server
 from sharevol.errors import SharevolError
 from sharevol.pools.config import load_config
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.command()
@@ -64,11 +56,33 @@ def configure_logging(level: str) -> None:
     help="Node-side records of stages and publications.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    envvar="SHAREVOL_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="text lines, or JSON lines (time, level, logger, message, RPC fields).",
+)
+@click.option(
+    "--metrics-address",
+    envvar="SHAREVOL_METRICS_ADDRESS",
+    default="",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics over HTTP there, for example 0.0.0.0:9808 (default: off).",
+)
 def serve(
-    mode: str, endpoint: str, node_id: str, config_path: Path, state_dir: Path, log_level: str
+    mode: str,
+    endpoint: str,
+    node_id: str,
+    config_path: Path,
+    state_dir: Path,
+    log_level: str,
+    log_format: str,
+    metrics_address: str,
 ) -> None:
     """Serve the CSI Identity, Controller and/or Node services on a unix socket."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     try:
         server = build_server(
             load_config(config_path),
@@ -76,11 +90,16 @@ def serve(
             node_id=node_id,
             mode=mode,
             state_dir=state_dir,
+            metrics_address=metrics_address or None,
         )
     except SharevolError as exc:
         raise click.ClickException(str(exc)) from exc
     with StopSignals() as stop:
-        server.start()
+        try:
+            server.start()
+        except SharevolError as exc:
+            server.stop(grace=0)
+            raise click.ClickException(str(exc)) from exc
         signum = stop.wait()
         logging.getLogger(__name__).info("%s: stopping", signal.Signals(signum).name)
         server.stop(grace=5.0)

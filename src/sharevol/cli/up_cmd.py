@@ -3,7 +3,6 @@ unix socket under the state dir, and on Ctrl-C/SIGTERM stop and detach, keeping 
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -15,11 +14,14 @@ import click
 import yaml
 
 from sharevol.cli.common import Command, Size, fail
+from sharevol.cli.logs import LOG_FORMATS, configure_logging
+from sharevol.cli.nfs_option import NfsListen, nfs_config
 from sharevol.cli.signals import StopSignals
 from sharevol.csi.server import build_server
 from sharevol.errors import SharevolError
-from sharevol.pools.config import PoolConfig, ServerConfig
+from sharevol.pools.config import NfsConfig, PoolConfig, ServerConfig
 from sharevol.service.embedded import EmbeddedPool, EmbeddedResult
+from sharevol.service.embedded_fs import FS_NAMES, FsName
 from sharevol.sys.runner import SubprocessRunner
 from sharevol.units import format_size
 
@@ -44,6 +46,13 @@ _MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
     help="Size of the pool image; a bigger size grows an existing pool, it never shrinks.",
 )
 @click.option(
+    "--fs",
+    type=click.Choice(FS_NAMES),
+    default=None,
+    help="Filesystem of a new pool image: btrfs (qgroups), or xfs / ext4 (project quotas, where "
+    "the kernel supports them; else btrfs, saying why). Default: the existing image's, or btrfs.",
+)
+@click.option(
     "--node-id", default=socket.gethostname, show_default="hostname", help="This node's ID."
 )
 @click.option(
@@ -52,24 +61,65 @@ _MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
     default="warning",
     show_default=True,
 )
-def up(state_dir: Path, size: int, node_id: str, log_level: str) -> None:
+@click.option(
+    "--nfs",
+    "nfs_listen",
+    type=NfsListen(),
+    default=None,
+    help="Also serve every volume over NFSv4.1 (NFS-Ganesha) on ADDRESS[:PORT], for example "
+    "127.0.0.1:20490; each volume is the export /default/<directory>.",
+)
+@click.option(
+    "--nfs-clients",
+    default="",
+    metavar="LIST",
+    help="Comma-separated addresses or CIDR networks that may mount every export "
+    "(default: the --nfs address when it is loopback).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text lines, or JSON lines (time, level, logger, message, RPC fields).",
+)
+@click.option(
+    "--metrics-address",
+    default="",
+    metavar="HOST:PORT",
+    help="Serve Prometheus metrics over HTTP there, for example 127.0.0.1:9808 (default: off).",
+)
+def up(
+    state_dir: Path,
+    size: int,
+    node_id: str,
+    log_level: str,
+    nfs_listen: tuple[str, int] | None,
+    nfs_clients: str,
+    log_format: str,
+    metrics_address: str,
+    fs: FsName | None = None,
+) -> None:
     """Run sharevol on this machine: one pool, every CSI service, until Ctrl-C."""
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level, log_format)
     state_dir = state_dir.absolute()
     endpoint = f"unix://{state_dir / 'csi.sock'}"
     if len(str(state_dir / "csi.sock").encode()) > _MAX_SOCKET_PATH:
         fail(f"{state_dir}/csi.sock is too long for a unix socket: use a shorter --state-dir")
 
     try:
-        pool = EmbeddedPool(state_dir, size, SubprocessRunner())
+        pool = EmbeddedPool(state_dir, size, SubprocessRunner(), fs=fs)
         result = pool.attach()
-        config = _write_pools_yaml(state_dir / "pools.yaml", result)
+        config = _write_pools_yaml(
+            state_dir / "pools.yaml", result, nfs_config(nfs_listen, nfs_clients)
+        )
         server = build_server(
-            config, endpoint=endpoint, node_id=node_id, mode="all", state_dir=state_dir
+            config,
+            endpoint=endpoint,
+            node_id=node_id,
+            mode="all",
+            state_dir=state_dir,
+            metrics_address=metrics_address or None,
         )
     except SharevolError as exc:
         # The pool stays as it is: another `up` on this state dir may be using it.
@@ -77,8 +127,16 @@ def up(state_dir: Path, size: int, node_id: str, log_level: str) -> None:
 
     _print_pool(result)
     with StopSignals() as stop:
-        server.start()
+        try:
+            server.start()
+        except SharevolError as exc:
+            server.stop(STOP_GRACE)
+            fail(f"{exc} (the pool stays attached at {result.path})")
         _print_next_steps(endpoint, node_id)
+        if server.metrics is not None:
+            click.echo(f"sharevol up: Prometheus metrics at http://{server.metrics.url_host}/metrics")
+        if config.nfs is not None:
+            _print_nfs(config.nfs)
         signum = stop.wait()
         # Signals stay caught until the pool is detached: a second Ctrl-C must not cut it short.
         click.echo(f"\nsharevol up: {signal.Signals(signum).name}: stopping the server")
@@ -86,14 +144,18 @@ def up(state_dir: Path, size: int, node_id: str, log_level: str) -> None:
         _detach(pool, result)
 
 
-def _write_pools_yaml(path: Path, result: EmbeddedResult) -> ServerConfig:
+def _write_pools_yaml(
+    path: Path, result: EmbeddedResult, nfs: NfsConfig | None = None
+) -> ServerConfig:
     """The config `sharevol serve --config` would read for this pool; written for reuse."""
     config = ServerConfig(
         pools=(PoolConfig(name=POOL_NAME, path=result.path, kind=result.kind),),
         default_pool=POOL_NAME,
+        nfs=nfs,
     )
     text = "# Written by `sharevol up`; `sharevol serve --config` reads the same format.\n"
-    text += yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    written = config.model_dump(mode="json", exclude={"nfs"} if nfs is None else None)
+    text += yaml.safe_dump(written, sort_keys=False)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -103,12 +165,15 @@ def _write_pools_yaml(path: Path, result: EmbeddedResult) -> ServerConfig:
 def _print_pool(result: EmbeddedResult) -> None:
     for note in result.notes:
         click.echo(f"sharevol up: {note}")
-    if result.kind == "btrfs":
+    if result.kind != "plain":
         size = format_size(result.size_bytes or 0)
+        quotas = "quotas on" if result.kind == "btrfs" else "project quotas on"
         click.echo(
-            f'sharevol up: pool "{POOL_NAME}": btrfs at {result.path} '
-            f"({size} image on {result.device}, quotas on)"
+            f'sharevol up: pool "{POOL_NAME}": {result.kind} at {result.path} '
+            f"({size} image on {result.device}, {quotas})"
         )
+        if result.requested is not None:
+            _print_not_requested(result)
         return
     banner = "!" * 78
     click.secho(banner, fg="red", bold=True, err=True)
@@ -126,6 +191,29 @@ def _print_pool(result: EmbeddedResult) -> None:
         err=True,
     )
     click.secho(banner, fg="red", bold=True, err=True)
+
+
+def _print_not_requested(result: EmbeddedResult) -> None:
+    """Say loudly that the pool is not the filesystem `--fs` asked for, and why."""
+    banner = "!" * 78
+    for line in (
+        banner,
+        f"sharevol up: asked for an {result.requested} pool; made {result.kind} instead",
+        f"  why: {result.fallback_reason}",
+        "  volume sizes ARE enforced (btrfs qgroups); run on a kernel with "
+        f"{result.requested} quota support for an {result.requested} pool.",
+        banner,
+    ):
+        click.secho(line, fg="yellow", bold=True, err=True)
+
+
+def _print_nfs(nfs: NfsConfig) -> None:
+    host = f"[{nfs.mount_address}]" if ":" in nfs.mount_address else nfs.mount_address
+    click.echo(
+        f"\nNFS: every volume is exported by NFS-Ganesha on {nfs.bind} port {nfs.port} to "
+        f"{', '.join(nfs.clients) or 'published nodes only'}, as /{POOL_NAME}/<directory>:\n"
+        f"  mount -t nfs4 -o vers=4.1,port={nfs.port} {host}:/{POOL_NAME}/DIRECTORY /mnt/data"
+    )
 
 
 def _print_next_steps(endpoint: str, node_id: str) -> None:
@@ -170,7 +258,7 @@ def _detach(pool: EmbeddedPool, result: EmbeddedResult) -> None:
         pool.detach()
     except SharevolError as exc:
         fail(f"could not detach the pool: {exc}")
-    if result.kind == "btrfs":
+    if result.kind != "plain":
         click.echo(f"sharevol up: pool unmounted; data kept in {pool.image}")
     else:
         click.echo(f"sharevol up: stopped; data kept in {result.path}")

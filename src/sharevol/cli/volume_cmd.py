@@ -23,6 +23,7 @@ from sharevol.cli.client import (
     volume_capability,
 )
 from sharevol.cli.common import CliError, Group, Size, fail
+from sharevol.cli.snapshot_cmd import create_from_source
 from sharevol.csi._proto import admin_pb2, csi_pb2
 from sharevol.errors import SharevolError
 from sharevol.units import format_size
@@ -142,7 +143,12 @@ def _parse_params(
 
 @volume.command()
 @click.argument("name")
-@click.option("--size", type=Size(), required=True, help="Capacity: 1Gi, 500Mi, 1G or bytes.")
+@click.option(
+    "--size",
+    type=Size(),
+    default=None,
+    help="Capacity: 1Gi, 500Mi, 1G or bytes (a restore or clone: its source's size by default).",
+)
 @click.option(
     "--access-mode",
     "access_modes",
@@ -160,17 +166,26 @@ def _parse_params(
     help="A StorageClass parameter; repeat for several.",
 )
 @click.option("--block", is_flag=True, help="A raw block volume instead of a filesystem.")
+@click.option("--from-snapshot", default="", metavar="SNAPSHOT", help="Restore this snapshot.")
+@click.option("--from-volume", default="", metavar="VOLUME", help="Clone this volume.")
 @click.pass_context
 def create(
     ctx: click.Context,
     name: str,
-    size: int,
+    size: int | None,
     access_modes: tuple[str, ...],
     pool: str,
     params: dict[str, str],
     block: bool,
+    from_snapshot: str,
+    from_volume: str,
 ) -> None:
-    """Create volume NAME (CSI CreateVolume; running it again is safe)."""
+    """Create volume NAME (CSI CreateVolume; running it again is safe), empty or restored from
+    a snapshot or cloned from a volume."""
+    if from_snapshot and from_volume:
+        fail("give --from-snapshot or --from-volume, not both")
+    if size is None and not (from_snapshot or from_volume):
+        fail("--size is required (a restore or clone defaults to its source's size)")
     parameters = dict(params)
     if pool:
         if parameters.get("pool", pool) != pool:
@@ -180,7 +195,12 @@ def create(
     access_type = "block" if block else "mount"
     with _session(ctx) as client:
         capabilities = [volume_capability(ACCESS_MODES[mode], access_type) for mode in modes]
-        created = client.create_volume(name, size, capabilities, parameters)
+        if from_snapshot or from_volume:  # sharevol.cli.snapshot_cmd follows a background copy
+            created = create_from_source(
+                client, name, size or 0, capabilities, parameters, from_snapshot, from_volume
+            )
+        else:
+            created = client.create_volume(name, size or 0, capabilities, parameters)
     quota = created.volume_context.get(QUOTA_CONTEXT_KEY)
     if quota == "enforced":
         enforcement = "quota enforced"
@@ -293,6 +313,44 @@ def stats(ctx: click.Context, name: str, output_format: str) -> None:
             ("PATH", info.path or output.UNKNOWN),
         ]
     )
+
+
+@volume.command()
+@click.argument("name")
+@click.option("--size", type=Size(), required=True, help="The new capacity: 2Gi, 500Mi, ...")
+@click.pass_context
+def expand(ctx: click.Context, name: str, size: int) -> None:
+    """Grow volume NAME online (CSI ControllerExpandVolume, then NodeExpandVolume where it is
+    mounted on this machine). Volumes never shrink."""
+    with _session(ctx) as client:
+        info = client.get_volume(name=name)
+        if size < info.capacity_bytes:
+            fail(
+                f"volume {name} is already {format_size(info.capacity_bytes)}; "
+                "sharevol never shrinks a volume"
+            )
+        expanded = client.expand_volume(info.volume_id, size)
+        what = "device" if info.access_type == "block" else "filesystem"
+        note = ""
+        if expanded.node_expansion_required:
+            note = f"; its {what} grows when the volume is next mounted"
+            try:
+                mounts = [p for p in client.list_publications() if p.volume_id == info.volume_id]
+            except ClientError:
+                mounts = []  # a controller-only server: nothing is mounted through it
+            if mounts:
+                try:
+                    client.node_expand_volume(
+                        info.volume_id,
+                        mounts[0].target_path,
+                        mounts[0].staging_path,
+                        expanded.capacity_bytes,
+                        _capability(info),
+                    )
+                    note = f"; its {what} grew online"
+                except ClientError as error:
+                    note += f" ({error})"
+    click.echo(f"volume {name} expanded to {format_size(expanded.capacity_bytes)}{note}")
 
 
 @volume.command()

@@ -8,12 +8,19 @@ from sharevol.catalog.records import VolumeRecord
 from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
 from sharevol.csi.controller_expand import EXPAND_CAPABILITIES, ExpandRpcs
 from sharevol.csi.controller_publish import PUBLISH_CAPABILITIES, PublishRpcs
-from sharevol.csi.controller_snapshots import SNAPSHOT_CAPABILITIES, SnapshotRpcs
+from sharevol.csi.controller_snapshots import (
+    SNAPSHOT_CAPABILITIES,
+    SnapshotRpcs,
+    content_source_from_proto,
+    content_source_to_proto,
+)
 from sharevol.csi.convert import capabilities_from_proto, topology_to_proto
 from sharevol.csi.validation import required
-from sharevol.errors import InvalidArgument, NotFound, Unimplemented
+from sharevol.errors import NotFound, Unimplemented
 from sharevol.service.capacity import MIN_VOLUME_BYTES
 from sharevol.service.provisioning import CreateRequest, Provisioner, volume_context
+from sharevol.service.publications import ControllerPublisher
+from sharevol.service.snapshots import SnapshotService
 
 RPC = csi_pb2.ControllerServiceCapability.RPC
 CONTROLLER_CAPABILITIES = (
@@ -32,16 +39,22 @@ CONTROLLER_CAPABILITIES = (
 class ControllerServicer(SnapshotRpcs, ExpandRpcs, PublishRpcs, csi_pb2_grpc.ControllerServicer):
     """Volume RPCs here; snapshots, expansion and publishing come from their own modules."""
 
-    def __init__(self, provisioner: Provisioner) -> None:
+    def __init__(
+        self,
+        provisioner: Provisioner,
+        snapshots: SnapshotService | None = None,
+        publisher: ControllerPublisher | None = None,
+    ) -> None:
         self._provisioner = provisioner
+        self._snapshot_service = snapshots
+        self._controller_publisher = publisher
 
     def CreateVolume(
         self, request: csi_pb2.CreateVolumeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.CreateVolumeResponse:
         name = required(request.name, "name")
-        capabilities = capabilities_from_proto(request.volume_capabilities)
-        if request.HasField("volume_content_source"):
-            raise InvalidArgument("volume_content_source is not supported yet (no snapshots)")
+        capabilities = capabilities_from_proto(request.volume_capabilities, allow_block=True)
+        content_source = content_source_from_proto(request)
         requisite = tuple(dict(t.segments) for t in request.accessibility_requirements.requisite)
         preferred = tuple(dict(t.segments) for t in request.accessibility_requirements.preferred)
         record = self._provisioner.create_volume(
@@ -53,6 +66,7 @@ class ControllerServicer(SnapshotRpcs, ExpandRpcs, PublishRpcs, csi_pb2_grpc.Con
                 parameters=dict(request.parameters),
                 mutable_parameters=dict(request.mutable_parameters),
                 requisite_topologies=requisite or preferred,
+                content_source=content_source,
             )
         )
         return csi_pb2.CreateVolumeResponse(volume=_volume(record))
@@ -107,7 +121,7 @@ class ControllerServicer(SnapshotRpcs, ExpandRpcs, PublishRpcs, csi_pb2_grpc.Con
         self, request: csi_pb2.GetCapacityRequest, context: grpc.ServicerContext
     ) -> csi_pb2.GetCapacityResponse:
         if request.volume_capabilities:
-            capabilities_from_proto(request.volume_capabilities)  # validated, not needed to answer
+            capabilities_from_proto(request.volume_capabilities, allow_block=True)  # validated only
         topology = (
             dict(request.accessible_topology.segments)
             if request.HasField("accessible_topology")
@@ -127,7 +141,7 @@ class ControllerServicer(SnapshotRpcs, ExpandRpcs, PublishRpcs, csi_pb2_grpc.Con
                 csi_pb2.ControllerServiceCapability(
                     rpc=csi_pb2.ControllerServiceCapability.RPC(type=kind)
                 )
-                for kind in CONTROLLER_CAPABILITIES
+                for kind in (*CONTROLLER_CAPABILITIES, *self.publish_capabilities())
             ]
         )
 
@@ -154,4 +168,5 @@ def _volume(record: VolumeRecord) -> csi_pb2.Volume:
         capacity_bytes=record.capacity_bytes,
         volume_context=volume_context(record),
         accessible_topology=topology_to_proto(record.accessible_topology),
+        content_source=content_source_to_proto(record.content_source),
     )

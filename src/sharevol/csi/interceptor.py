@@ -67,6 +67,9 @@ class ErrorMappingInterceptor(_ServerInterceptor):
         method: str = handler_call_details.method
         inner = handler.unary_unary
         key_function = LOCK_KEYS.get(method)
+        service_name, _, method_name = method.lstrip("/").rpartition("/")
+        # Structured fields of every log line about this call (JSON logs: sharevol.cli.logs).
+        fields = {"rpc_service": service_name, "rpc_method": method_name}
 
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.monotonic()
@@ -74,7 +77,8 @@ class ErrorMappingInterceptor(_ServerInterceptor):
             message = ""
             try:
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s request: %s", method, redacted(request))
+                    text = redacted(request)  # never the request itself: it may carry secrets
+                    log.debug("%s request: %s", method, text, extra={**fields, "request": text})
                 if key_function is None:
                     return inner(request, context)
                 with self.locks.hold(key_function(request)):
@@ -84,14 +88,17 @@ class ErrorMappingInterceptor(_ServerInterceptor):
             except NotImplementedError:
                 code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented"
             except Exception as exc:
-                log.exception("%s failed with an unexpected error", method)
+                log.exception("%s failed with an unexpected error", method, extra=fields)
                 code, message = grpc.StatusCode.INTERNAL, f"internal error: {exc}"
             finally:
                 seconds = time.monotonic() - started
                 for observe in self.observers:
                     observe(method, code, seconds)
+                outcome = {**fields, "grpc_code": code.name, "duration_ms": round(seconds * 1e3, 3)}
+                if code is grpc.StatusCode.OK:
+                    log.debug("%s -> OK", method, extra=outcome)
             level = logging.ERROR if code is grpc.StatusCode.INTERNAL else logging.INFO
-            log.log(level, "%s -> %s: %s", method, code.name, message)
+            log.log(level, "%s -> %s: %s", method, code.name, message, extra=outcome)
             context.abort(code, message)
 
         return grpc.unary_unary_rpc_method_handler(

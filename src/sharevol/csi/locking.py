@@ -20,6 +20,9 @@ LOCK_KEYS: dict[str, KeyFunction] = {
     "/csi.v1.Controller/CreateVolume": lambda r: [f"name:{r.name}"],
     "/csi.v1.Controller/DeleteVolume": lambda r: [f"volume:{r.volume_id}"],
     "/csi.v1.Controller/ControllerExpandVolume": lambda r: [f"volume:{r.volume_id}"],
+    # Publish rewrites the volume's record (its client list): same key as every other writer.
+    "/csi.v1.Controller/ControllerPublishVolume": lambda r: [f"volume:{r.volume_id}"],
+    "/csi.v1.Controller/ControllerUnpublishVolume": lambda r: [f"volume:{r.volume_id}"],
     "/csi.v1.Controller/CreateSnapshot": lambda r: [
         f"snapshot-name:{r.name}",
         f"volume:{r.source_volume_id}",

@@ -10,13 +10,16 @@ from sharevol.catalog.records import Capability
 from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
 from sharevol.csi.convert import capability_from_proto, topology_to_proto
 from sharevol.csi.validation import required, required_path
-from sharevol.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from sharevol.errors import FailedPrecondition, InvalidArgument
+from sharevol.service.node_expand import NodeExpandRequest, expand_on_node
+from sharevol.service.nodes import node_name
 from sharevol.service.provisioning import TOPOLOGY_KEY
 from sharevol.service.publishing import NodePublisher
 
 RPC = csi_pb2.NodeServiceCapability.RPC
 NODE_CAPABILITIES = (
     RPC.STAGE_UNSTAGE_VOLUME,
+    RPC.EXPAND_VOLUME,
     RPC.GET_VOLUME_STATS,
     RPC.VOLUME_CONDITION,
     RPC.SINGLE_NODE_MULTI_WRITER,
@@ -83,6 +86,13 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         volume_path = required_path(request.volume_path, "volume_path")
         usage, abnormal, message = self._publisher.stats(volume_id, Path(volume_path))
         Unit = csi_pb2.VolumeUsage
+        if self._publisher.images.is_block(volume_id):
+            # A raw device: its size is known, what is used inside it is not (CSI: BYTES with
+            # only `total` set; no inodes).
+            return csi_pb2.NodeGetVolumeStatsResponse(
+                usage=[Unit(unit=Unit.BYTES, total=usage.capacity_bytes)],
+                volume_condition=csi_pb2.VolumeCondition(abnormal=abnormal, message=message),
+            )
         return csi_pb2.NodeGetVolumeStatsResponse(
             usage=[
                 Unit(
@@ -104,7 +114,26 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodeExpandVolume(
         self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeExpandVolumeResponse:
-        raise Unimplemented("NodeExpandVolume is not offered: directory volumes grow online")
+        volume_id = required(request.volume_id, "volume_id")
+        volume_path = required_path(request.volume_path, "volume_path")
+        staging_path = ""
+        if request.staging_target_path:
+            staging_path = required_path(request.staging_target_path, "staging_target_path")
+        capability = None
+        if request.HasField("volume_capability"):
+            capability = capability_from_proto(request.volume_capability, allow_block=True)
+        capacity = expand_on_node(
+            self._publisher.images,
+            NodeExpandRequest(
+                volume_id=volume_id,
+                volume_path=volume_path,
+                staging_path=staging_path,
+                required_bytes=request.capacity_range.required_bytes,
+                limit_bytes=request.capacity_range.limit_bytes,
+                capability=capability,
+            ),
+        )
+        return csi_pb2.NodeExpandVolumeResponse(capacity_bytes=capacity)
 
     def NodeGetCapabilities(
         self, request: csi_pb2.NodeGetCapabilitiesRequest, context: grpc.ServicerContext
@@ -119,7 +148,8 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
     def NodeGetInfo(
         self, request: csi_pb2.NodeGetInfoRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeGetInfoResponse:
-        topology = {TOPOLOGY_KEY: self._node_id} if self._node_local_pools else {}
+        # A label value cannot hold the "@address" of a "name@address" node ID: the name only.
+        topology = {TOPOLOGY_KEY: node_name(self._node_id)} if self._node_local_pools else {}
         response = csi_pb2.NodeGetInfoResponse(node_id=self._node_id, max_volumes_per_node=0)
         for item in topology_to_proto(topology):
             response.accessible_topology.CopyFrom(item)
@@ -131,4 +161,4 @@ def _capability(
 ) -> Capability:
     if not request.HasField("volume_capability"):
         raise InvalidArgument("volume_capability is required")
-    return capability_from_proto(request.volume_capability, allow_block=False)
+    return capability_from_proto(request.volume_capability, allow_block=True)

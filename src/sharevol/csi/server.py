@@ -14,6 +14,7 @@ from typing import Literal
 
 import grpc
 
+from sharevol.catalog.records import VolumeRecord
 from sharevol.catalog.store import Catalog
 from sharevol.csi._proto import admin_pb2_grpc, csi_pb2_grpc
 from sharevol.csi.admin import AdminServicer
@@ -21,14 +22,22 @@ from sharevol.csi.controller import ControllerServicer
 from sharevol.csi.identity import IdentityServicer
 from sharevol.csi.interceptor import ErrorMappingInterceptor, Observer
 from sharevol.csi.locking import KeyLocks
+from sharevol.csi.metrics import MetricsEndpoint, metrics_endpoint
 from sharevol.csi.node import NodeServicer
 from sharevol.errors import FailedPrecondition, InvalidArgument
 from sharevol.pools.config import ServerConfig
 from sharevol.pools.factory import make_pool
+from sharevol.service.clones import CloneService
+from sharevol.service.copy_jobs import CopyJobs
+from sharevol.service.exports import VolumeExports, volume_exports
+from sharevol.service.images import ImageFiles
 from sharevol.service.inuse import mount_points_of
 from sharevol.service.locate import PoolHandle, VolumeLocator
+from sharevol.service.nodes import node_name
 from sharevol.service.provisioning import Provisioner
+from sharevol.service.publications import ControllerPublisher
 from sharevol.service.publishing import NodePublisher
+from sharevol.service.snapshots import SnapshotService
 from sharevol.sys.mounts import SystemMounter
 from sharevol.sys.runner import SubprocessRunner
 
@@ -79,14 +88,30 @@ class CsiServer:
     provisioner: Provisioner | None
     publisher: NodePublisher | None
     locks: KeyLocks
+    snapshots: SnapshotService | None = None
+    copy_jobs: CopyJobs | None = None
+    """Background copies (snapshots and clones on pools without reflink); stopped with the
+    server so that none writes into a filesystem being unmounted."""
+    nfs: VolumeExports | None = None
+    """The managed NFS server (Ganesha and the volumes' exports); stopped with the server."""
+    metrics: MetricsEndpoint | None = None
+    """The Prometheus endpoint (`--metrics-address`), when asked for."""
 
     def start(self) -> None:
+        if self.metrics is not None:
+            self.metrics.start()  # first: a port in use fails before CSI is served
         self.grpc_server.start()
         os.chmod(self.socket, 0o660)
         log.info("serving CSI on unix://%s", self.socket)
 
     def stop(self, grace: float = 5.0) -> None:
         self.grpc_server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
+        if self.copy_jobs is not None:
+            self.copy_jobs.shutdown()
+        if self.nfs is not None:
+            self.nfs.stop()  # exports removed, bind mounts released, Ganesha stopped
         if self.socket.is_socket():
             self.socket.unlink()
 
@@ -102,6 +127,7 @@ def build_server(
     mode: str,
     state_dir: Path,
     observers: list[Observer] | None = None,
+    metrics_address: str | None = None,
 ) -> CsiServer:
     """Everything wired, the socket bound, not yet started."""
     if mode not in MODES:
@@ -115,39 +141,79 @@ def build_server(
 
     provisioner: Provisioner | None = None
     publisher: NodePublisher | None = None
+    snapshots: SnapshotService | None = None
+    copy_jobs: CopyJobs | None = None
+    clones: CloneService | None = None
+    nfs: VolumeExports | None = None
     if mode in ("all", "controller"):
+        images = ImageFiles(SubprocessRunner())
+        nfs = exports = volume_exports(
+            config.nfs, config.nfs_pools(), handles, state_dir / "nfs", mounter
+        )
+
+        def mounts_of(record: VolumeRecord) -> list[str]:
+            path = handles[record.pool].pool.volume_path(record.directory)
+            # in_use drops Ganesha's bind mount and adds the nodes the volume is published to
+            return exports.in_use(record, [*mount_points_of(mounter, path), *images.users(path)])
+
         provisioner = Provisioner(
             handles,
             config.default,
-            node_id,
-            mounts_of=lambda record: mount_points_of(
-                mounter, handles[record.pool].pool.volume_path(record.directory)
-            ),
+            node_name(node_id),  # topology labels take the name part of "name@address"
+            mounts_of=mounts_of,
+            images=images,
         )
+        provisioner.hooks.append(nfs)
         provisioner.reapply_limits()
+        copy_jobs = CopyJobs()
+        snapshots = SnapshotService(provisioner, copy_jobs)
+        clones = CloneService(provisioner, snapshots, copy_jobs)
+        provisioner.content = clones
+        snapshots.resume()
+        clones.resume()
     if mode in ("all", "node"):
         node_state = state_dir / "node"
         node_state.mkdir(parents=True, exist_ok=True, mode=0o700)
         publisher = NodePublisher(VolumeLocator(handles), mounter, node_state, node_id)
 
     locks = KeyLocks()
+    metrics: MetricsEndpoint | None = None
+    if metrics_address:
+        metrics, observe = metrics_endpoint(metrics_address, locks, provisioner, snapshots, clones)
+        observers = [*(observers or []), observe]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="csi"),
         interceptors=[ErrorMappingInterceptor(locks, observers)],
     )
     csi_pb2_grpc.add_IdentityServicer_to_server(
-        IdentityServicer(controller=provisioner is not None, node_local_pools=node_local), server
+        IdentityServicer(
+            controller=provisioner is not None, node_local_pools=node_local, expansion=True
+        ),
+        server,
     )
     if provisioner is not None:
-        csi_pb2_grpc.add_ControllerServicer_to_server(ControllerServicer(provisioner), server)
+        csi_pb2_grpc.add_ControllerServicer_to_server(
+            ControllerServicer(
+                provisioner,
+                snapshots,
+                ControllerPublisher(provisioner, nfs) if nfs is not None else None,
+            ),
+            server,
+        )
     if publisher is not None:
         csi_pb2_grpc.add_NodeServicer_to_server(
             NodeServicer(publisher, node_id, node_local), server
         )
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(provisioner, publisher), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(
+        AdminServicer(provisioner, publisher, snapshots, clones), server
+    )
     _claim_socket(path)
     server.add_insecure_port(f"unix:{path}")
-    return CsiServer(server, path, provisioner, publisher, locks)
+    if nfs is not None:
+        nfs.start()  # last: a failure above leaves no Ganesha behind
+    return CsiServer(
+        server, path, provisioner, publisher, locks, snapshots, copy_jobs, nfs, metrics=metrics
+    )
 
 
 def _claim_socket(path: Path) -> None:

@@ -13,24 +13,34 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 from sharevol.catalog.store import atomic_write
 from sharevol.errors import Internal
-from sharevol.nfs.bus import ExportAlreadyActive, ExportUnknown, GaneshaBus
+from sharevol.nfs.bus import ExportAlreadyActive, ExportUnknown
 from sharevol.nfs.conf import ExportSpec, export_conf
 from sharevol.sys.mounts import Mounter, identity_of, normalize
 
 log = logging.getLogger(__name__)
 
 
+class ExportBus(Protocol):
+    """Ganesha's ExportMgr: sharevol.nfs.bus.GaneshaBus, or a fake in unit tests."""
+
+    def add_export(self, conf_path: Path, export_id: int) -> None: ...
+
+    def update_export(self, conf_path: Path, export_id: int) -> None: ...
+
+    def remove_export(self, export_id: int) -> None: ...
+
+
 class NfsExporter:
     """Applies ExportSpecs to one running Ganesha; remembers what it has applied since the last
     (re)start of Ganesha, so that a repeated apply of the same spec costs nothing."""
 
-    def __init__(self, runtime_dir: Path, bus: GaneshaBus, mounter: Mounter) -> None:
+    def __init__(self, runtime_dir: Path, bus: ExportBus, mounter: Mounter) -> None:
         self.runtime_dir = runtime_dir
         self.mount_root = runtime_dir / "mnt"
         self.conf_dir = runtime_dir / "exports"
@@ -136,13 +146,16 @@ class NfsExporter:
 
 
 def _remove_empty_dirs(root: Path) -> None:
-    """rmdir every empty folder below `root`, deepest first; anything with content stays."""
+    """rmdir the empty `<pool>/<directory>` mount points below `root` and then empty pool
+    folders. Two levels only, never a walk: a folder still mounted is a volume's data (rmdir
+    fails with EBUSY there), and nothing inside a volume is ever touched."""
     if not root.is_dir():
         return
-    for dirpath, _dirnames, _filenames in sorted(
-        os.walk(root, topdown=False), key=lambda walked: -len(walked[0])
-    ):
-        if Path(dirpath) == root:
+    for pool_dir in root.iterdir():
+        if not pool_dir.is_dir() or pool_dir.is_symlink():
             continue
+        for mount_point in pool_dir.iterdir():
+            with contextlib.suppress(OSError):
+                mount_point.rmdir()
         with contextlib.suppress(OSError):
-            os.rmdir(dirpath)
+            pool_dir.rmdir()

@@ -40,7 +40,7 @@ STABLE = 60.0
 _MAX_SOCKET_PATH = 100
 _POLL_INTERVAL = 0.02
 
-RestartHook = Callable[[], None]
+RestartHook = Callable[[], object]
 
 
 class GaneshaServer:

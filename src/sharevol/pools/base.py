@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from sharevol.catalog.records import SnapshotMethod
 from sharevol.errors import InvalidArgument
@@ -162,4 +162,31 @@ class Pool(Protocol):
     ) -> CopyOutcome:
         """Make volume `directory` a writable copy of `source` with a hard limit of
         `capacity_bytes` where the pool enforces; same mechanisms as create_snapshot."""
+        ...
+
+
+@runtime_checkable
+class FileLimitPool(Protocol):
+    """A pool that can also cap a volume's number of files (XFS and ext4 project quotas); the
+    StorageClass parameter `maxFiles` needs one."""
+
+    def set_file_limit(
+        self, directory: str, max_files: int, backend: dict[str, int | str]
+    ) -> dict[str, int | str]:
+        """Cap the volume's inodes (its top directory counts as one); returns the backend facts
+        to record, which set_limit re-applies."""
+        ...
+
+
+@runtime_checkable
+class ArchivePool(Protocol):
+    """A pool that can measure and purge its archived volumes (`archive/<archive_name>`), which
+    `sharevol gc` needs; a pool kind without it keeps its archives until purged by hand."""
+
+    def archive_usage(self, archive_name: str) -> int:
+        """Bytes the archived volume still holds (what a purge gives back); -1 when unknown."""
+        ...
+
+    def purge_archive(self, archive_name: str) -> None:
+        """Delete the archived volume's data for good; gone already is fine (a retry)."""
         ...

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from sharevol.errors import FailedPrecondition, Internal, InvalidArgument, NotFound
 from sharevol.pools import _layout
-from sharevol.pools.base import VOLUMES_DIR, PoolCapabilities, PoolSpace, VolumeUsage, safe_child
+from sharevol.pools.base import (
+    ARCHIVE_DIR,
+    VOLUMES_DIR,
+    PoolCapabilities,
+    PoolSpace,
+    VolumeUsage,
+    safe_child,
+)
 from sharevol.pools.snapshots import BtrfsSnapshots
 from sharevol.sys import btrfs
 from sharevol.sys.statfs import filesystem_type, statvfs_with_deadline
@@ -113,9 +120,13 @@ class BtrfsPool(BtrfsSnapshots):
         """Delete the subvolume (and subvolumes a tenant nested in it); gone already is fine.
 
         The qgroup goes when the cleaner has freed the data (or at the next start)."""
-        path = self.volume_path(directory)
+        self._destroy(self._volumes, directory)
+
+    def _destroy(self, parent: Path, name: str) -> None:
+        """Delete subvolume `parent/name` and the subvolumes nested in it; gone is fine."""
+        path = safe_child(parent, name)
         try:
-            btrfs.destroy_subvolume(self._volumes, directory)
+            btrfs.destroy_subvolume(parent, name)
         except btrfs.BtrfsError as exc:
             if exc.errno == errno.ENOENT:
                 return
@@ -124,7 +135,7 @@ class BtrfsPool(BtrfsSnapshots):
             if exc.errno != errno.ENOTEMPTY:
                 raise
             self._destroy_nested(path)
-            btrfs.destroy_subvolume(self._volumes, directory)
+            btrfs.destroy_subvolume(parent, name)
         log.info('pool "%s": deleted subvolume %s', self.name, path)
 
     def _destroy_nested(self, path: Path) -> None:
@@ -144,6 +155,19 @@ class BtrfsPool(BtrfsSnapshots):
     def archive_volume(self, directory: str, archive_name: str) -> None:
         """Rename the subvolume into `archive/`: data, id and qgroup limit stay as they are."""
         _layout.archive(self.root, directory, archive_name)
+
+    def archive_usage(self, archive_name: str) -> int:
+        """Referenced bytes of the archived subvolume's qgroup (-1 when it has none); extents
+        it shares with snapshots count in full, so a purge may give back less."""
+        path = safe_child(self.root / ARCHIVE_DIR, archive_name)
+        if not btrfs.is_subvolume(path):
+            raise NotFound(f"archived volume {path} does not exist in pool {self.name!r}")
+        group = btrfs.qgroup(self.root, btrfs.subvolume_id(path))
+        return group.referenced if group is not None else -1
+
+    def purge_archive(self, archive_name: str) -> None:
+        """Delete the archived subvolume for good (`sharevol gc`); gone already is fine."""
+        self._destroy(self.root / ARCHIVE_DIR, archive_name)
 
     def set_limit(self, directory: str, capacity_bytes: int, backend: dict[str, int | str]) -> None:
         """Set the qgroup limit by id (works even when the volume is over its limit)."""

@@ -15,7 +15,14 @@ from pathlib import Path
 
 from sharevol.errors import FailedPrecondition, Internal, NotFound
 from sharevol.pools import _layout
-from sharevol.pools.base import VOLUMES_DIR, PoolCapabilities, PoolSpace, VolumeUsage, safe_child
+from sharevol.pools.base import (
+    ARCHIVE_DIR,
+    VOLUMES_DIR,
+    PoolCapabilities,
+    PoolSpace,
+    VolumeUsage,
+    safe_child,
+)
 from sharevol.pools.snapshots import TreeSnapshots
 from sharevol.sys.statfs import filesystem_type, mounts_under, statvfs_with_deadline
 from sharevol.sys.tree import remove_tree, tree_usage
@@ -113,6 +120,23 @@ class PlainPool(TreeSnapshots):
 
     def archive_volume(self, directory: str, archive_name: str) -> None:
         _layout.archive(self.root, directory, archive_name)
+
+    def archive_usage(self, archive_name: str) -> int:
+        """A tree walk of the archived directory, bounded by the walk deadline."""
+        path = safe_child(self.root / ARCHIVE_DIR, archive_name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise NotFound(f"archived volume {path} does not exist in pool {self.name!r}")
+        return tree_usage(path, self._walk_timeout).used_bytes
+
+    def purge_archive(self, archive_name: str) -> None:
+        """Remove the archived tree for good (`sharevol gc`) without leaving it; gone is fine.
+        A purge cut short leaves a smaller tree that the retry finishes."""
+        archive = self.root / ARCHIVE_DIR
+        path = safe_child(archive, archive_name)
+        if os.path.lexists(path) and not stat.S_ISDIR(os.lstat(path).st_mode):
+            raise FailedPrecondition(f"{path} is not a directory (a symlink?); refusing")
+        remove_tree(archive, archive_name)
+        log.info('pool "%s": purged archived volume %s', self.name, path)
 
     def set_limit(self, directory: str, capacity_bytes: int, backend: dict[str, int | str]) -> None:
         """Nothing to change: the size is only recorded (the service records the new one)."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
 
 from sharevol.catalog.records import ContentSource, VolumeRecord
 from sharevol.errors import Aborted, FailedPrecondition, Internal, NotFound, SharevolError
 from sharevol.pools.base import ContentRef, CopyOutcome
+from sharevol.service.content import Origin
 from sharevol.service.copy_jobs import CopyJobs
 from sharevol.service.ids import check_id_length, parse_volume_id
 from sharevol.service.provisioning import Provisioner
@@ -25,17 +25,6 @@ from sharevol.sys.tree_copy import CopyCancelled, CopyControl
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Origin:
-    """A resolved content source: its pool, its size (the smallest allowed clone), its folder,
-    and the key under which a copy registers as its reader."""
-
-    pool: str
-    size_bytes: int
-    ref: ContentRef
-    reader_key: str
-
-
 def clone_job_key(volume_id: str) -> str:
     return f"clone:{volume_id}"
 
@@ -43,7 +32,9 @@ def clone_job_key(volume_id: str) -> str:
 class CloneService:
     """The Provisioner's content hook (see Provisioner.content)."""
 
-    def __init__(self, provisioner: Provisioner, snapshots: SnapshotService, jobs: CopyJobs) -> None:
+    def __init__(
+        self, provisioner: Provisioner, snapshots: SnapshotService, jobs: CopyJobs
+    ) -> None:
         self._provisioner = provisioner
         self._snapshots = snapshots
         self._jobs = jobs
@@ -82,12 +73,12 @@ class CloneService:
     def populate(self, record: VolumeRecord) -> dict[str, int | str]:
         """Fill the reserved volume from its source; returns the pool facts to record, or
         raises Aborted while a background copy runs."""
-        assert record.content_source is not None
+        source = _source_of(record)
         pool = self._provisioner.pools()[record.pool].pool
         if pool.capabilities.instant_snapshot:
             with contextlib.ExitStack() as stack:
                 with self._snapshots.state_lock:
-                    origin = self.resolve(record.content_source)
+                    origin = self.resolve(source)
                     stack.enter_context(self._jobs.reading(origin.reader_key))
                 outcome = pool.clone_volume(origin.ref, record.directory, record.capacity_bytes)
             return outcome.backend
@@ -111,22 +102,23 @@ class CloneService:
             raise error
         if error is not None:
             raise Internal(f"copying into volume {record.name!r} failed: {error}")
-        outcome = job.future.result()
-        assert isinstance(outcome, CopyOutcome)
-        return outcome.backend
+        result = job.future.result()
+        if not isinstance(result, CopyOutcome):
+            raise Internal(f"copy into volume {record.name!r} returned {result!r}")
+        return result.backend
 
     def _start(self, record: VolumeRecord) -> None:
-        assert record.content_source is not None
+        source = _source_of(record)
         pool = self._provisioner.pools()[record.pool].pool
 
         def work(control: CopyControl) -> CopyOutcome:
             return pool.clone_volume(origin.ref, record.directory, record.capacity_bytes, control)
 
         with self._snapshots.state_lock:
-            origin = self.resolve(record.content_source)
+            origin = self.resolve(source)
             self._jobs.submit(clone_job_key(record.volume_id), work, reads=(origin.reader_key,))
         log.info("volume %s (%s): copying from %s %s in the background", record.volume_id,
-                 record.name, record.content_source.kind, record.content_source.source_id)  # fmt: skip
+                 record.name, source.kind, source.source_id)  # fmt: skip
 
     def before_delete(self, record: VolumeRecord) -> None:
         """Refuse to delete a volume that a copy still reads; stop a copy into the volume."""
@@ -155,6 +147,12 @@ class CloneService:
                 self._start(record)
             except SharevolError as exc:
                 log.error("cannot resume the copy into volume %s: %s", record.volume_id, exc)
+
+
+def _source_of(record: VolumeRecord) -> ContentSource:
+    if record.content_source is None:
+        raise Internal(f"volume {record.volume_id} has no content source to copy from")
+    return record.content_source
 
 
 def _percent(done: int, total: int) -> str:

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -137,6 +137,14 @@ class CopyJobs:
         finally:
             with self._lock:
                 self._instant_readers[source] -= 1
+
+    def wait_all(self, timeout: float) -> bool:
+        """Wait until every copy known now has finished; False if some still run at `timeout`.
+        (A copy's outcome is acted on by the next call that asks for it.)"""
+        with self._lock:
+            futures = [job.future for job in self._jobs.values()]
+        _done, pending = wait(futures, timeout=timeout)
+        return not pending
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

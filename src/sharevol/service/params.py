@@ -7,9 +7,11 @@ default). The `csi.storage.k8s.io/*` keys are what the external-provisioner adds
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sharevol.catalog.records import OnDelete
 from sharevol.errors import InvalidArgument
@@ -18,6 +20,17 @@ MAX_MAP_BYTES = 4096
 PVC_NAME = "csi.storage.k8s.io/pvc/name"
 PVC_NAMESPACE = "csi.storage.k8s.io/pvc/namespace"
 PV_NAME = "csi.storage.k8s.io/pv/name"
+
+
+def _decimal(value: object) -> object:
+    """uid/gid as StorageClasses write them: plain decimal digits, not `1.0` or `+5`."""
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,10}", value):
+        raise ValueError("must be a decimal number such as 1000")
+    return value
+
+
+NumericId = Annotated[int, BeforeValidator(_decimal), Field(ge=0, le=4294967294)]
+"""A uid or gid (4294967295 is -1, "no change", to chown)."""
 
 
 class VolumeParameters(BaseModel):
@@ -31,6 +44,19 @@ class VolumeParameters(BaseModel):
     pvc_name: str | None = Field(default=None, alias=PVC_NAME, max_length=253)
     pvc_namespace: str | None = Field(default=None, alias=PVC_NAMESPACE, max_length=63)
     pv_name: str | None = Field(default=None, alias=PV_NAME, max_length=253)
+    # NFS export and volume root owner (sharevol.service.exports, sharevol.service.ownership)
+    nfs_export: Literal["true", "false"] | None = Field(default=None, alias="nfsExport")
+    root_squash: Literal["true", "false"] = Field(default="true", alias="rootSquash")
+    uid: NumericId | None = None
+    gid: NumericId | None = None
+    mode: str | None = Field(default=None, pattern=r"^[0-7]{3,4}$")
+    # Image volumes: a filesystem in a sparse image file (sharevol.service.images)
+    volume_type: Literal["directory", "image"] = Field(default="directory", alias="type")
+    fs_type: Literal["ext4", "xfs"] | None = Field(default=None, alias="fsType")
+    # Project-quota pools (xfs, ext4): the volume's inode limit (sharevol.pools._project)
+    max_files: Annotated[int, BeforeValidator(_decimal), Field(ge=1)] | None = Field(
+        default=None, alias="maxFiles"
+    )
 
 
 def check_map_size(values: Mapping[str, str], what: str) -> None:

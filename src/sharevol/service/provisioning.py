@@ -13,23 +13,31 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sharevol.catalog.records import Capability, OnDelete, VolumeRecord
+from sharevol.catalog.records import Capability, ContentSource, OnDelete, VolumeRecord
 from sharevol.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     ResourceExhausted,
     SharevolError,
 )
 from sharevol.pools.base import VolumeUsage
 from sharevol.service.capacity import choose_capacity, fits, pool_budget
+from sharevol.service.content import ContentHook
+from sharevol.service.exports import nfs_context
+from sharevol.service.file_limits import FileLimits
+from sharevol.service.hooks import VolumeHook, retire_quietly
 from sharevol.service.ids import check_id_length, new_volume_ref, parse_volume_id
+from sharevol.service.images import ImageFiles, fit_capacity, quota_limit_bytes, volume_layout
 from sharevol.service.index import VolumeIndex
 from sharevol.service.locate import PoolHandle
 from sharevol.service.naming import render_directory
+from sharevol.service.ownership import RootOwnership
 from sharevol.service.params import check_map_size, parse_parameters
+from sharevol.sys.runner import SubprocessRunner
 from sharevol.units import format_size
 
 log = logging.getLogger(__name__)
@@ -52,6 +60,8 @@ class CreateRequest:
     parameters: Mapping[str, str] = field(default_factory=dict)
     mutable_parameters: Mapping[str, str] = field(default_factory=dict)
     requisite_topologies: tuple[Mapping[str, str], ...] = ()
+    content_source: ContentSource | None = None
+    """A restore (snapshot) or clone (volume); see sharevol.service.clones."""
 
 
 @dataclass(frozen=True)
@@ -71,11 +81,19 @@ class Provisioner:
         default_pool: str,
         node_id: str,
         mounts_of: MountsOf | None = None,
+        images: ImageFiles | None = None,
     ) -> None:
         self._pools = pools
         self._default_pool = default_pool
         self._node_id = node_id
         self._mounts_of = mounts_of or (lambda _record: [])
+        self.images = images or ImageFiles(SubprocessRunner())
+        """Image and block volumes' image files (sharevol.service.images)."""
+        self.content: ContentHook | None = None
+        """Restores and clones (sharevol.service.clones); None refuses content sources."""
+        self.hooks: list[VolumeHook] = [RootOwnership(pools), FileLimits(pools)]
+        """Root owner/mode, file limit, NFS export: run around a volume's life
+        (sharevol.service.hooks)."""
         self.index = VolumeIndex(
             record for handle in pools.values() for record in handle.catalog.load_volumes()
         )
@@ -91,7 +109,8 @@ class Provisioner:
             if record.state != "ready" or handle is None:
                 continue
             if handle.pool.capabilities.enforces_quota:
-                handle.pool.set_limit(record.directory, record.capacity_bytes, record.backend)
+                limit = quota_limit_bytes(record.kind, record.capacity_bytes)
+                handle.pool.set_limit(record.directory, limit, record.backend)
                 count += 1
         return count
 
@@ -108,12 +127,19 @@ class Provisioner:
         if handle is None:
             raise InvalidArgument(f"unknown pool {pool_name!r} (pools: {', '.join(self._pools)})")
         capacity = choose_capacity(request.required_bytes, request.limit_bytes)
+        layout = volume_layout(params, request.capabilities)
+        capacity = fit_capacity(layout, capacity, request.limit_bytes)
         existing = self.index.by_name(request.name)
         if existing is not None:
             self._check_compatible(existing, request)
             if existing.state == "deleting":
                 raise Aborted(f"volume {request.name!r} is being deleted; retry later")
             return existing if existing.state == "ready" else self._finish(existing)
+        if request.content_source is not None:  # restore or clone: the source decides
+            pool_name, capacity = self._content_origin(
+                request.content_source, request, params.pool
+            )
+            handle = self._pools[pool_name]
         topology = self._topology(handle, request)
         with handle.catalog.pool_lock():
             self._check_fits(handle, capacity)
@@ -131,8 +157,14 @@ class Provisioner:
                 parameters=dict(request.parameters),
                 on_delete=params.on_delete,
                 state="creating",
-                quota_enforced=handle.pool.capabilities.enforces_quota,
+                # An image file's size is a hard limit on any pool (sharevol.service.images).
+                quota_enforced=(
+                    handle.pool.capabilities.enforces_quota or layout.kind != "directory"
+                ),
+                kind=layout.kind,
+                fs_type=layout.fs_type,
                 accessible_topology=topology,
+                content_source=request.content_source,
             )
             handle.catalog.put_volume(record)
             self.index.put(record)
@@ -142,9 +174,20 @@ class Provisioner:
         """Make the volume of a `creating` record and mark it ready; undo it on failure."""
         handle = self._pools[record.pool]
         try:
-            backend = handle.pool.create_volume(record.directory, record.capacity_bytes)
+            if record.content_source is None:
+                limit = quota_limit_bytes(record.kind, record.capacity_bytes)
+                backend = handle.pool.create_volume(record.directory, limit)
+            else:  # restore or clone (sharevol.service.clones)
+                backend = self._content_hook().populate(record)
+            self.images.finish(handle.pool, record.model_copy(update={"backend": backend}))
+            for hook in self.hooks:  # root owner, NFS export (sharevol.service.hooks)
+                record = hook.prepare(record.model_copy(update={"backend": backend}))
+                backend = record.backend  # a hook may record facts too (maxFiles)
+        except Aborted:
+            raise  # a background copy into the volume still runs: the reservation stays
         except SharevolError:
             log.exception("creating volume %s failed; removing its reservation", record.volume_id)
+            retire_quietly(reversed(self.hooks), record)
             handle.pool.delete_volume(record.directory, record.backend)
             handle.catalog.remove_volume(record.uuid)
             self.index.remove(record.volume_id)
@@ -162,6 +205,35 @@ class Provisioner:
         )
         return ready
 
+    def _content_hook(self) -> ContentHook:
+        if self.content is None:
+            raise InvalidArgument("this server does not create volumes from a content source")
+        return self.content
+
+    def _content_origin(
+        self, source: ContentSource, request: CreateRequest, pool_param: str | None
+    ) -> tuple[str, int]:
+        """Pool and size of a restore or clone: the source's pool, at least the source's size
+        (the source's size when no capacity is asked)."""
+        origin = self._content_hook().resolve(source)
+        if pool_param and pool_param != origin.pool:
+            raise InvalidArgument(
+                f"the source is in pool {origin.pool!r}: a restore or clone is made in the "
+                f"same pool, not in {pool_param!r}"
+            )
+        if request.limit_bytes and request.limit_bytes < origin.size_bytes:
+            raise OutOfRange(
+                f"limit_bytes {request.limit_bytes} is smaller than the source "
+                f"({format_size(origin.size_bytes)})"
+            )
+        capacity = choose_capacity(request.required_bytes or origin.size_bytes, request.limit_bytes)
+        if capacity < origin.size_bytes:
+            raise OutOfRange(
+                f"a restore or clone cannot be smaller than its source "
+                f"({format_size(origin.size_bytes)}); asked {format_size(capacity)}"
+            )
+        return origin.pool, capacity
+
     def _check_compatible(self, existing: VolumeRecord, request: CreateRequest) -> None:
         """CSI CreateVolume idempotency: same name must mean the same volume."""
         problems = []
@@ -174,6 +246,8 @@ class Provisioner:
             problems.append("it has other volume capabilities")
         if existing.parameters != dict(request.parameters):
             problems.append("it has other parameters")
+        if existing.content_source != request.content_source:
+            problems.append("it has another content source")
         if request.requisite_topologies and not _topology_allowed(
             existing.accessible_topology, request.requisite_topologies
         ):
@@ -234,6 +308,8 @@ class Provisioner:
             raise FailedPrecondition(
                 f"volume {record.name!r} is in use: mounted at {', '.join(sorted(mounts))}"
             )
+        if self.content is not None:
+            self.content.before_delete(record)  # a copy still reading it, or into it
         handle = self._pools[record.pool]
         now = dt.datetime.now(dt.UTC)
         # The archive name is decided once and recorded before anything moves, so a retry after
@@ -242,6 +318,8 @@ class Provisioner:
         deleting = record.model_copy(update={"state": "deleting", "archive_name": archive_name})
         handle.catalog.put_volume(deleting)
         self.index.put(deleting)
+        for hook in reversed(self.hooks):  # the NFS export goes before the data
+            hook.retire(deleting)
         if record.on_delete is OnDelete.DELETE:
             handle.pool.delete_volume(record.directory, record.backend)
             handle.catalog.remove_volume(record.uuid)
@@ -369,4 +447,5 @@ def volume_context(record: VolumeRecord) -> dict[str, str]:
         f"{CONTEXT_PREFIX}directory": record.directory,
         f"{CONTEXT_PREFIX}quota": "enforced" if record.quota_enforced else "not enforced",
         f"{CONTEXT_PREFIX}onDelete": record.on_delete.value,
+        **nfs_context(record),
     }

@@ -22,7 +22,6 @@ from sharevol.errors import (
     Internal,
     NotFound,
     SharevolError,
-    Unimplemented,
 )
 from sharevol.pools.base import VolumeUsage
 from sharevol.service.locate import LocatedVolume
@@ -36,7 +35,9 @@ from sharevol.service.mount_points import (
     unmount_volume,
 )
 from sharevol.service.node_state import NodeState, PublishRecord, StageRecord
+from sharevol.service.stage_image import ImageStager
 from sharevol.sys.mounts import MountEntry, Mounter, MountIdentity, identity_of, top_mount_at
+from sharevol.sys.runner import CommandRunner, SubprocessRunner
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,22 @@ def capability_covered(requested: Capability, offered: Sequence[Capability]) -> 
 class NodePublisher:
     """Stage, publish, unpublish, unstage and stats of volumes on one node."""
 
-    def __init__(self, locator: Locator, mounter: Mounter, state_dir: Path, node_id: str) -> None:
+    def __init__(
+        self,
+        locator: Locator,
+        mounter: Mounter,
+        state_dir: Path,
+        node_id: str,
+        runner: CommandRunner | None = None,
+    ) -> None:
         self._locator = locator
         self._mounter = mounter
         self._state = NodeState(state_dir)
         self._node_id = node_id
+        self.images = ImageStager(
+            locator, mounter, runner or SubprocessRunner(), state_dir, node_id, self._state
+        )
+        """Image and block volumes (loop devices); every method below hands them over."""
 
     # ---- stage / unstage -------------------------------------------------------------------
 
@@ -103,6 +115,9 @@ class NodePublisher:
         """Bind the volume's directory onto `staging_path` (read-only for reader-only modes).
         Already staged identically: OK. Something else or other parameters there: AlreadyExists."""
         volume = self._locate_for_use(volume_id, capability)
+        if volume.record.kind != "directory":
+            self.images.stage(volume, staging_path, capability)
+            return
         staging = canonical_path(staging_path, "staging_target_path")
         entries = self._mounter.mounts()
         identity = _volume_identity(volume, entries, volume_id)
@@ -175,6 +190,8 @@ class NodePublisher:
     def unstage(self, volume_id: str, staging_path: StrPath) -> None:
         """Unmount the stage (verified); not staged: OK. The staging dir itself belongs to the
         CO and stays."""
+        if self.images.unstage(volume_id, staging_path):
+            return
         staging = canonical_path(staging_path, "staging_target_path")
         record = self._state.stage(staging)
         expected = self._expected_identities(volume_id, record)
@@ -209,6 +226,11 @@ class NodePublisher:
             raise FailedPrecondition(
                 "staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE)"
             )
+        if volume.record.kind != "directory":
+            self.images.publish(
+                volume, staging_path, target_path, capability, readonly, self._check_other_targets
+            )
+            return
         staging = canonical_path(staging_path, "staging_target_path")
         target = canonical_path(target_path, "target_path")
         want_ro = readonly or capability.access_mode.read_only
@@ -348,6 +370,7 @@ class NodePublisher:
         unmount_volume(self._mounter, target, expected, volume_id)
         self._state.remove_publication(target)
         remove_target(target)
+        self.images.release(record)  # a read-only twin loop device of a block publication
         log.info("unpublished %s from %s", volume_id, target)
 
     # ---- stats and listing -----------------------------------------------------------------
@@ -356,6 +379,8 @@ class NodePublisher:
         """Usage of a volume staged or published at `volume_path`, and whether it is abnormal
         (directory gone on the pool, or the path no longer holds the volume) with a message."""
         volume = self._locator.locate(volume_id)
+        if volume.record.kind != "directory":
+            return self.images.stats(volume, volume_path)
         path = canonical_path(volume_path, "volume_path")
         if not os.path.lexists(path):
             raise NotFound(f"{volume_path} does not exist on node {self._node_id}")
@@ -419,10 +444,10 @@ class NodePublisher:
             raise FailedPrecondition(
                 f"volume {volume_id} was created for {offered}; {_show(capability)} exceeds it"
             )
-        if capability.access_type == "block":
-            raise Unimplemented(
-                "block access is not supported by the node service yet; "
-                "request a mount (filesystem) volume"
+        if (capability.access_type == "block") != (volume.record.kind == "block"):
+            raise FailedPrecondition(
+                f"volume {volume_id} is a {volume.record.kind} volume; {_show(capability)} "
+                "does not apply to it"
             )
         return volume
 
@@ -439,6 +464,7 @@ class NodePublisher:
         except NotFound:
             return expected
         expected.append(identity_of(self._mounter.mounts(), os.path.realpath(volume.path)))
+        expected.extend(self.images.identities(volume))  # loop filesystem or device node binds
         return expected
 
     def _live(self, path: str, identity: MountIdentity) -> bool:

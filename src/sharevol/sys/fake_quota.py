@@ -1,15 +1,19 @@
 """A fake of `sharevol.sys.quota.ProjectQuotas` for unit tests, shipped with the code.
 
-It keeps a directory's project ID in a user xattr of that directory (so it lives and dies with
-the inode and survives a rename, as in the kernel) and limits and usage per project in memory, and answers with the same errors as the
-kernel where the pools branch on them (ENOENT for a missing directory, ESRCH when quota is off,
-EOPNOTSUPP when the filesystem has no project IDs). Tests set usage with `charge`.
+It keeps a directory's project ID in a user xattr of that directory, so it lives and dies with
+the inode and survives a rename as in the kernel; a registry of (device, inode) -> xattr value
+makes a copied xattr (a tree copy carries xattrs along) count for nothing, since the kernel's
+project ID is no xattr. Limits and usage per project live in memory,
+and answers with the kernel's errors where the pools branch on them (ENOENT for a missing
+directory, ESRCH/ENOSYS when quota is off, EOPNOTSUPP when the filesystem has no project IDs).
+Tests set usage with `charge`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +22,9 @@ from sharevol.sys.quota import ProjectQuota, QuotaError, QuotaState
 
 XATTR = "user.sharevol-test.projid"
 """Where the fake keeps a directory's project ID (needs user xattrs: ext4, xfs, tmpfs >= 6.6)."""
+_registry: dict[tuple[int, int], bytes] = {}
+"""(st_dev, st_ino) -> the xattr value the fake set there; shared by every fake, like a disk."""
+_registry_lock = threading.Lock()
 
 
 @dataclass
@@ -44,24 +51,51 @@ class FakeProjectQuotas:
         return self.quota_state
 
     def get_project(self, path: Path) -> int:
+        """The directory's own project ID; one it has none of is inherited from its parent
+        (PROJINHERIT, which set_project always sets) and kept from then on, as the kernel
+        gives a new directory its parent's project when it is made."""
+        own = self._own_project(path)
+        if own is not None:
+            return own
+        parent = Path(os.path.abspath(path)).parent
+        inherited = 0 if parent == Path(os.path.abspath(path)) else self.get_project(parent)
+        if inherited:
+            self._register(path, inherited)
+        return inherited
+
+    def _own_project(self, path: Path) -> int | None:
         try:
             if os.path.islink(path):
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-            return int(os.getxattr(path, XATTR, follow_symlinks=False))
+            st = os.stat(path)
+            value = os.getxattr(path, XATTR, follow_symlinks=False)
         except OSError as exc:
             if exc.errno == errno.ENODATA:
-                return 0
+                return None
             raise QuotaError("FS_IOC_FSGETXATTR", path, exc.errno or errno.EIO) from exc
+        with _registry_lock:
+            if _registry.get((st.st_dev, st.st_ino)) != value:
+                return None  # copied along with a tree, not set by set_project
+        return int(value.split(b":")[0])
+
+    def _register(self, path: Path, project_id: int) -> None:
+        value = f"{project_id}:{secrets.token_hex(8)}".encode()
+        try:
+            if os.path.islink(path):
+                raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+            st = os.stat(path)
+            os.setxattr(path, XATTR, value, follow_symlinks=False)
+        except OSError as exc:
+            raise QuotaError("FS_IOC_FSSETXATTR", path, exc.errno or errno.EIO) from exc
+        with _registry_lock:
+            _registry[(st.st_dev, st.st_ino)] = value
 
     def set_project(self, path: Path, project_id: int) -> None:
         if not self.project_ids_supported:
             raise QuotaError("FS_IOC_FSSETXATTR", path, errno.EOPNOTSUPP)
         with self._lock:
             previous = self.get_project(path)
-            try:
-                os.setxattr(path, XATTR, str(project_id).encode(), follow_symlinks=False)
-            except OSError as exc:
-                raise QuotaError("FS_IOC_FSSETXATTR", path, exc.errno or errno.EIO) from exc
+            self._register(path, project_id)
             # The kernel moves the directory inode's charge to the new project at once.
             if self.quota_state.accounting:
                 if previous:

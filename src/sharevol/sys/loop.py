@@ -39,12 +39,13 @@ def devices_of(runner: CommandRunner, image: Path) -> list[str]:
 
 
 def attach(runner: CommandRunner, image: Path, *, read_only: bool = False) -> str:
-    """The loop device of `image`: an existing one is reused (a retried or restarted stage must
-    not stack a second device on the file), else a new one is set up. Direct I/O stays off: the
-    image may live on NFS or btrfs, where O_DIRECT through the loop driver is not reliable."""
-    existing = devices_of(runner, image)
-    if existing:
-        return existing[0]
+    """A loop device of `image` with the wanted read-only flag: an existing one is reused (a
+    retried or restarted stage must not stack a second device on the file), else a new one is
+    set up. Direct I/O stays off: the image may live on NFS or btrfs, where O_DIRECT through
+    the loop driver is not reliable."""
+    for device in devices_of(runner, image):
+        if is_read_only(device) == read_only:
+            return device
     argv = ["losetup", "--find", "--show", "--direct-io=off"]
     if read_only:
         argv.append("--read-only")
@@ -62,11 +63,11 @@ def detach(runner: CommandRunner, device: str) -> None:
     runner.run(["losetup", "--detach", _checked(device)], timeout=LOSETUP_TIMEOUT)
 
 
-def size_bytes(device: str, sys_block: Path = SYS_BLOCK) -> int:
+def size_bytes(device: str, sys_block: Path | None = None) -> int:
     """The device's current size as the kernel sees it (sysfs counts 512-byte sectors)."""
     name = os.path.basename(_checked(device))
     try:
-        return int((sys_block / name / "size").read_text()) * 512
+        return int(((sys_block or SYS_BLOCK) / name / "size").read_text()) * 512
     except (OSError, ValueError) as exc:
         raise Internal(f"cannot read the size of {device}: {exc}") from exc
 
@@ -78,3 +79,23 @@ def device_number(device: str) -> str:
     except OSError as exc:
         raise Internal(f"cannot stat {device}: {exc.strerror}") from exc
     return f"{os.major(rdev)}:{os.minor(rdev)}"
+
+
+def backing_file(device: str, sys_block: Path | None = None) -> str | None:
+    """The backing file's path as the kernel reports it (` (deleted)` appended once the file
+    was removed), or None when the device backs nothing."""
+    name = os.path.basename(_checked(device))
+    try:
+        return ((sys_block or SYS_BLOCK) / name / "loop" / "backing_file").read_text().rstrip("\n")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise Internal(f"cannot read the backing file of {device}: {exc}") from exc
+
+
+def is_read_only(device: str, sys_block: Path | None = None) -> bool:
+    name = os.path.basename(_checked(device))
+    try:
+        return ((sys_block or SYS_BLOCK) / name / "ro").read_text().strip() == "1"
+    except OSError as exc:
+        raise Internal(f"cannot read the read-only flag of {device}: {exc}") from exc

@@ -28,6 +28,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: a FIFO swapped in for a file after the stat must not block the open.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOATIME = getattr(os, "O_NOATIME", 0)
 _SKIPPED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP)
 
 
@@ -147,7 +148,7 @@ def copy_tree(
     tree for the caller to remove. Files that vanish while the walk runs are skipped (the source
     may be a live volume)."""
     try:
-        src_top = os.open(source, _DIR_FLAGS)
+        src_top = _open_source(source, _DIR_FLAGS)
     except OSError as exc:
         raise Internal(f"cannot open {source}: {exc}") from exc
     frames: list[_Frame] = []
@@ -187,6 +188,15 @@ def copy_tree(
             os.close(src_top)
         if parent_fd >= 0:
             os.close(parent_fd)
+
+
+def _open_source(path: str | Path, flags: int, dir_fd: int | None = None) -> int:
+    """Open something to copy with O_NOATIME where allowed (root, or the owner): copying a
+    snapshot or a volume must not change it, atimes included."""
+    try:
+        return os.open(path, flags | _NOATIME, dir_fd=dir_fd)
+    except PermissionError:
+        return os.open(path, flags, dir_fd=dir_fd)
 
 
 def _names(dir_fd: int) -> list[str]:
@@ -246,7 +256,7 @@ class _Walk:
     def _directory(self, frame: _Frame, name: str, rel: str, st: os.stat_result) -> _Frame | None:
         os.mkdir(name, 0o700, dir_fd=frame.dst_fd)
         self.inodes += 1
-        src_fd = os.open(name, _DIR_FLAGS, dir_fd=frame.src_fd)
+        src_fd = _open_source(name, _DIR_FLAGS, frame.src_fd)
         try:
             dst_fd = os.open(name, _DIR_FLAGS, dir_fd=frame.dst_fd)
         except OSError:
@@ -271,7 +281,7 @@ class _Walk:
     def _file(self, frame: _Frame, name: str, st: os.stat_result) -> bool:
         """Copy one regular file; False when it vanished or changed kind meanwhile."""
         try:
-            src_fd = os.open(name, _READ_FLAGS, dir_fd=frame.src_fd)
+            src_fd = _open_source(name, _READ_FLAGS, frame.src_fd)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ELOOP):  # gone, or now a symlink
                 return False
@@ -310,7 +320,7 @@ def _count_data(top_fd: int, device: int, control: CopyControl) -> int:
                             continue
                         if stat.S_ISDIR(st.st_mode) and st.st_dev == device:
                             try:
-                                stack.append(os.open(entry.name, _DIR_FLAGS, dir_fd=fd))
+                                stack.append(_open_source(entry.name, _DIR_FLAGS, fd))
                             except FileNotFoundError:
                                 continue
                         elif stat.S_ISREG(st.st_mode) and st.st_ino not in seen:

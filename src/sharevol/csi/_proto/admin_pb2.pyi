@@ -59,6 +59,10 @@ class VolumeInfo(_message.Message):
     USED_INODES_FIELD_NUMBER: _builtins.int
     PUBLISHED_TARGETS_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
+    CONTENT_SOURCE_KIND_FIELD_NUMBER: _builtins.int
+    CONTENT_SOURCE_ID_FIELD_NUMBER: _builtins.int
+    COPIED_BYTES_FIELD_NUMBER: _builtins.int
+    COPY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
     volume_id: _builtins.str
     name: _builtins.str
     pool: _builtins.str
@@ -71,6 +75,14 @@ class VolumeInfo(_message.Message):
     created_unix: _builtins.int
     path: _builtins.str
     used_inodes: _builtins.int
+    content_source_kind: _builtins.str
+    """Restores and clones (numbers from 30 on, kept apart from other additions):
+    "snapshot" or "volume", and the source's ID; while a background copy fills the volume,
+    the bytes copied so far and in all.
+    """
+    content_source_id: _builtins.str
+    copied_bytes: _builtins.int
+    copy_total_bytes: _builtins.int
     @_builtins.property
     def access_modes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -95,14 +107,84 @@ class VolumeInfo(_message.Message):
         used_inodes: _builtins.int = ...,
         published_targets: _abc.Iterable[_builtins.str] | None = ...,
         parameters: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        content_source_kind: _builtins.str = ...,
+        content_source_id: _builtins.str = ...,
+        copied_bytes: _builtins.int = ...,
+        copy_total_bytes: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_modes", b"access_modes", "access_type", b"access_type", "capacity_bytes", b"capacity_bytes", "created_unix", b"created_unix", "name", b"name", "on_delete", b"on_delete", "parameters", b"parameters", "path", b"path", "pool", b"pool", "published_targets", b"published_targets", "quota_enforced", b"quota_enforced", "state", b"state", "used_bytes", b"used_bytes", "used_inodes", b"used_inodes", "volume_id", b"volume_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_modes", b"access_modes", "access_type", b"access_type", "capacity_bytes", b"capacity_bytes", "content_source_id", b"content_source_id", "content_source_kind", b"content_source_kind", "copied_bytes", b"copied_bytes", "copy_total_bytes", b"copy_total_bytes", "created_unix", b"created_unix", "name", b"name", "on_delete", b"on_delete", "parameters", b"parameters", "path", b"path", "pool", b"pool", "published_targets", b"published_targets", "quota_enforced", b"quota_enforced", "state", b"state", "used_bytes", b"used_bytes", "used_inodes", b"used_inodes", "volume_id", b"volume_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VolumeInfo: _TypeAlias = VolumeInfo  # noqa: Y015
+
+@_typing.final
+class SnapshotInfo(_message.Message):
+    """A snapshot as `sharevol snapshot list` shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    SOURCE_VOLUME_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_VOLUME_NAME_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    DATA_BYTES_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    READY_TO_USE_FIELD_NUMBER: _builtins.int
+    COPIED_BYTES_FIELD_NUMBER: _builtins.int
+    COPY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    CREATED_UNIX_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    snapshot_id: _builtins.str
+    name: _builtins.str
+    pool: _builtins.str
+    source_volume_id: _builtins.str
+    source_volume_name: _builtins.str
+    """empty once the source volume is deleted"""
+    size_bytes: _builtins.int
+    """the source's capacity: the smallest restore"""
+    data_bytes: _builtins.int
+    """file data in the snapshot"""
+    method: _builtins.str
+    """btrfs | reflink | copy"""
+    state: _builtins.str
+    """creating | copying | ready"""
+    ready_to_use: _builtins.bool
+    copied_bytes: _builtins.int
+    """progress of a background copy"""
+    copy_total_bytes: _builtins.int
+    created_unix: _builtins.int
+    path: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        pool: _builtins.str = ...,
+        source_volume_id: _builtins.str = ...,
+        source_volume_name: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        data_bytes: _builtins.int = ...,
+        method: _builtins.str = ...,
+        state: _builtins.str = ...,
+        ready_to_use: _builtins.bool = ...,
+        copied_bytes: _builtins.int = ...,
+        copy_total_bytes: _builtins.int = ...,
+        created_unix: _builtins.int = ...,
+        path: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["copied_bytes", b"copied_bytes", "copy_total_bytes", b"copy_total_bytes", "created_unix", b"created_unix", "data_bytes", b"data_bytes", "method", b"method", "name", b"name", "path", b"path", "pool", b"pool", "ready_to_use", b"ready_to_use", "size_bytes", b"size_bytes", "snapshot_id", b"snapshot_id", "source_volume_id", b"source_volume_id", "source_volume_name", b"source_volume_name", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotInfo: _TypeAlias = SnapshotInfo  # noqa: Y015
 
 @_typing.final
 class PoolInfo(_message.Message):
@@ -292,6 +374,84 @@ class ListPoolsResponse(_message.Message):
 Global___ListPoolsResponse: _TypeAlias = ListPoolsResponse  # noqa: Y015
 
 @_typing.final
+class ListSnapshotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotsRequest: _TypeAlias = ListSnapshotsRequest  # noqa: Y015
+
+@_typing.final
+class ListSnapshotsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def snapshots(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotInfo]: ...
+    def __init__(
+        self,
+        *,
+        snapshots: _abc.Iterable[Global___SnapshotInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshots", b"snapshots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSnapshotsResponse: _TypeAlias = ListSnapshotsResponse  # noqa: Y015
+
+@_typing.final
+class GetSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """One of the two: the CSI name the snapshot was created with, or its snapshot ID."""
+    snapshot_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        snapshot_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "snapshot_id", b"snapshot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotRequest: _TypeAlias = GetSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class GetSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def snapshot(self) -> Global___SnapshotInfo: ...
+    def __init__(
+        self,
+        *,
+        snapshot: Global___SnapshotInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotResponse: _TypeAlias = GetSnapshotResponse  # noqa: Y015
+
+@_typing.final
 class ListPublicationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -325,3 +485,165 @@ class ListPublicationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPublicationsResponse: _TypeAlias = ListPublicationsResponse  # noqa: Y015
+
+@_typing.final
+class ArchivedVolume(_message.Message):
+    """`sharevol gc`: volumes in state archived (data in <pool>/archive/<archive_name>) and their purge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    POOL_FIELD_NUMBER: _builtins.int
+    ARCHIVE_NAME_FIELD_NUMBER: _builtins.int
+    PATH_FIELD_NUMBER: _builtins.int
+    CAPACITY_BYTES_FIELD_NUMBER: _builtins.int
+    USED_BYTES_FIELD_NUMBER: _builtins.int
+    DELETED_UNIX_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    name: _builtins.str
+    pool: _builtins.str
+    archive_name: _builtins.str
+    path: _builtins.str
+    capacity_bytes: _builtins.int
+    used_bytes: _builtins.int
+    """bytes the data holds; -1 when the pool cannot tell"""
+    deleted_unix: _builtins.int
+    """when DeleteVolume archived it"""
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        pool: _builtins.str = ...,
+        archive_name: _builtins.str = ...,
+        path: _builtins.str = ...,
+        capacity_bytes: _builtins.int = ...,
+        used_bytes: _builtins.int = ...,
+        deleted_unix: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["archive_name", b"archive_name", "capacity_bytes", b"capacity_bytes", "deleted_unix", b"deleted_unix", "name", b"name", "path", b"path", "pool", b"pool", "used_bytes", b"used_bytes", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchivedVolume: _TypeAlias = ArchivedVolume  # noqa: Y015
+
+@_typing.final
+class ListArchivedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    """empty: every pool"""
+    older_than_seconds: _builtins.int
+    """archived at least this long ago; 0: all"""
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        older_than_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_than_seconds", b"older_than_seconds", "pool", b"pool"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArchivedRequest: _TypeAlias = ListArchivedRequest  # noqa: Y015
+
+@_typing.final
+class ListArchivedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArchivedVolume]: ...
+    def __init__(
+        self,
+        *,
+        volumes: _abc.Iterable[Global___ArchivedVolume] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["volumes", b"volumes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListArchivedResponse: _TypeAlias = ListArchivedResponse  # noqa: Y015
+
+@_typing.final
+class PurgeArchivedRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POOL_FIELD_NUMBER: _builtins.int
+    OLDER_THAN_SECONDS_FIELD_NUMBER: _builtins.int
+    VOLUME_IDS_FIELD_NUMBER: _builtins.int
+    pool: _builtins.str
+    older_than_seconds: _builtins.int
+    @_builtins.property
+    def volume_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """when given, only these (if they still match)"""
+
+    def __init__(
+        self,
+        *,
+        pool: _builtins.str = ...,
+        older_than_seconds: _builtins.int = ...,
+        volume_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["older_than_seconds", b"older_than_seconds", "pool", b"pool", "volume_ids", b"volume_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeArchivedRequest: _TypeAlias = PurgeArchivedRequest  # noqa: Y015
+
+@_typing.final
+class PurgeFailure(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VOLUME_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    volume_id: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        volume_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "volume_id", b"volume_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeFailure: _TypeAlias = PurgeFailure  # noqa: Y015
+
+@_typing.final
+class PurgeArchivedResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURGED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def purged(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArchivedVolume]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurgeFailure]: ...
+    def __init__(
+        self,
+        *,
+        purged: _abc.Iterable[Global___ArchivedVolume] | None = ...,
+        failed: _abc.Iterable[Global___PurgeFailure] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "purged", b"purged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeArchivedResponse: _TypeAlias = PurgeArchivedResponse  # noqa: Y015

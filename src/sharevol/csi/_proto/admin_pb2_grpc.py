@@ -54,6 +54,26 @@ class AdminStub:
                 request_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsRequest.SerializeToString,
                 response_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsResponse.FromString,
                 _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/sharevol.admin.v1.Admin/ListSnapshots',
+                request_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
+        self.GetSnapshot = channel.unary_unary(
+                '/sharevol.admin.v1.Admin/GetSnapshot',
+                request_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotRequest.SerializeToString,
+                response_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotResponse.FromString,
+                _registered_method=True)
+        self.ListArchived = channel.unary_unary(
+                '/sharevol.admin.v1.Admin/ListArchived',
+                request_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedRequest.SerializeToString,
+                response_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedResponse.FromString,
+                _registered_method=True)
+        self.PurgeArchived = channel.unary_unary(
+                '/sharevol.admin.v1.Admin/PurgeArchived',
+                request_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedRequest.SerializeToString,
+                response_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -83,6 +103,30 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSnapshots(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListArchived(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeArchived(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +149,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListPublications,
                     request_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsRequest.FromString,
                     response_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsResponse.SerializeToString,
+            ),
+            'GetSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotRequest.FromString,
+                    response_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotResponse.SerializeToString,
+            ),
+            'ListArchived': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListArchived,
+                    request_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedRequest.FromString,
+                    response_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedResponse.SerializeToString,
+            ),
+            'PurgeArchived': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeArchived,
+                    request_deserializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedRequest.FromString,
+                    response_serializer=sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +279,114 @@ class Admin:
             '/sharevol.admin.v1.Admin/ListPublications',
             sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsRequest.SerializeToString,
             sharevol_dot_csi_dot___proto_dot_admin__pb2.ListPublicationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sharevol.admin.v1.Admin/ListSnapshots',
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsRequest.SerializeToString,
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.ListSnapshotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sharevol.admin.v1.Admin/GetSnapshot',
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotRequest.SerializeToString,
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.GetSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListArchived(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sharevol.admin.v1.Admin/ListArchived',
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedRequest.SerializeToString,
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.ListArchivedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeArchived(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sharevol.admin.v1.Admin/PurgeArchived',
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedRequest.SerializeToString,
+            sharevol_dot_csi_dot___proto_dot_admin__pb2.PurgeArchivedResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class AdminStub:
     GetVolume: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetVolumeRequest, _admin_pb2.GetVolumeResponse]
     ListPools: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPoolsRequest, _admin_pb2.ListPoolsResponse]
     ListPublications: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListPublicationsRequest, _admin_pb2.ListPublicationsResponse]
+    ListSnapshots: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListSnapshotsRequest, _admin_pb2.ListSnapshotsResponse]
+    GetSnapshot: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetSnapshotRequest, _admin_pb2.GetSnapshotResponse]
+    ListArchived: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListArchivedRequest, _admin_pb2.ListArchivedResponse]
+    PurgeArchived: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PurgeArchivedRequest, _admin_pb2.PurgeArchivedResponse]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -45,6 +49,10 @@ class AdminAsyncStub(AdminStub):
     GetVolume: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetVolumeRequest, _admin_pb2.GetVolumeResponse]  # type: ignore[assignment]
     ListPools: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPoolsRequest, _admin_pb2.ListPoolsResponse]  # type: ignore[assignment]
     ListPublications: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListPublicationsRequest, _admin_pb2.ListPublicationsResponse]  # type: ignore[assignment]
+    ListSnapshots: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListSnapshotsRequest, _admin_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
+    GetSnapshot: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetSnapshotRequest, _admin_pb2.GetSnapshotResponse]  # type: ignore[assignment]
+    ListArchived: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListArchivedRequest, _admin_pb2.ListArchivedResponse]  # type: ignore[assignment]
+    PurgeArchived: _aio.UnaryUnaryMultiCallable[_admin_pb2.PurgeArchivedRequest, _admin_pb2.PurgeArchivedResponse]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -74,5 +82,33 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListPublicationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListPublicationsResponse, _abc.Awaitable[_admin_pb2.ListPublicationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSnapshots(
+        self,
+        request: _admin_pb2.ListSnapshotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListSnapshotsResponse, _abc.Awaitable[_admin_pb2.ListSnapshotsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetSnapshot(
+        self,
+        request: _admin_pb2.GetSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetSnapshotResponse, _abc.Awaitable[_admin_pb2.GetSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListArchived(
+        self,
+        request: _admin_pb2.ListArchivedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListArchivedResponse, _abc.Awaitable[_admin_pb2.ListArchivedResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def PurgeArchived(
+        self,
+        request: _admin_pb2.PurgeArchivedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PurgeArchivedResponse, _abc.Awaitable[_admin_pb2.PurgeArchivedResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

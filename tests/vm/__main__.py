@@ -1,0 +1,65 @@
+"""Run the VM tier by hand: `.venv/bin/python -m tests.vm [--keep] [-- pytest args]`.
+
+Boots one VM that runs `pytest -m vm` on tests/vm (or the given paths and options), prints the
+guest console live, and exits with the guest pytest's exit code (255: the guest crashed, 124:
+timeout, 2: the tier cannot run here). docs/vm-tier.md explains the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.vm.kernel import KernelUnavailable, guest_kernel
+from tests.vm.runner import DEFAULT_TIMEOUT, NFS_PORT, VmJob, run_vm, unavailable
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: run the vm tests in one VM, print the console live, exit with the guest's rc."""
+    parser = argparse.ArgumentParser(prog="python -m tests.vm", description=__doc__)
+    parser.add_argument(
+        "pytest_args",
+        nargs="*",
+        default=["tests/vm"],
+        help="paths and options for the guest pytest (default: tests/vm)",
+    )
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
+    parser.add_argument("--nfs-port", type=int, default=NFS_PORT)
+    parser.add_argument("--keep", action="store_true", help="keep the job dir and console log")
+    args = parser.parse_args(argv)
+    reason = unavailable()
+    if reason:
+        print(f"vm-tier: cannot run: {reason}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        kernel = guest_kernel()
+    except KernelUnavailable as exc:
+        print(f"vm-tier: cannot run: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"vm-tier: kernel {kernel.release} ({'built' if kernel.built else 'cached'}) "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="sharevol-vm-"))
+    job = VmJob(tuple(args.pytest_args), args.timeout, nfs_port=args.nfs_port, console=sys.stdout)
+    result = run_vm(job, workdir, kernel)
+    print(f"vm-tier: {result.report(console=False)}")
+    print(f"vm-tier: total {time.monotonic() - started:.1f} s (kernel, compile, VM)")
+    if args.keep:
+        print(f"vm-tier: kept {workdir}")
+    elif not os.path.ismount(result.job_dir):
+        shutil.rmtree(result.job_dir)
+        result.console_log.unlink()
+        workdir.rmdir()
+    return result.rc if result.rc is not None else 255
+
+
+if __name__ == "__main__":
+    sys.exit(main())
