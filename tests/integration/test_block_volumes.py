@@ -17,7 +17,7 @@ import pytest
 from sharevol.csi._proto import csi_pb2
 from sharevol.pools.config import PoolConfig, ServerConfig
 from sharevol.sys import btrfs
-from tests.support.csi import RWO, RWOP, RWX, MiB, Stubs, code_of, running_server
+from tests.support.csi import ROX, RWO, RWOP, RWX, MiB, Stubs, code_of, running_server
 from tests.support.loops import CsiVolume, clean_node, loops_backed_under
 
 pytestmark = pytest.mark.root
@@ -266,3 +266,15 @@ def test_a_mount_capability_on_a_block_volume_is_refused(stubs: Stubs, node_dir:
         mount=csi_pb2.VolumeCapability.MountVolume(),
     )
     assert code_of(volume.stage) == C.FAILED_PRECONDITION
+
+
+def test_a_reader_only_block_volume_is_attached_read_only(stubs: Stubs, node_dir: Path) -> None:
+    volume = CsiVolume(stubs, node_dir, "rox", 16 * MiB, block=True, mode=ROX)
+    volume.stage()
+    target = volume.publish()
+    assert read_at(target, 0, 4096) == b"\0" * 4096
+    with pytest.raises(OSError) as caught:
+        write_at(target, 0, b"r" * 4096)
+    assert caught.value.errno in (errno.EROFS, errno.EACCES, errno.EPERM)
+    volume.unpublish()
+    volume.unstage()

@@ -21,7 +21,9 @@ from sharevol.sys.statfs import read_mounts
 from tests.support.csi import RWO, RWX, MiB, Stubs, code_of, mount_cap, running_server
 from tests.support.loops import CsiVolume, clean_node, loops_backed_under
 
-pytestmark = pytest.mark.root("mkfs.ext4", "mkfs.xfs", "resize2fs", "e2fsck", "xfs_growfs")
+pytestmark = pytest.mark.root(
+    "mkfs.ext4", "mkfs.xfs", "resize2fs", "e2fsck", "dumpe2fs", "xfs_growfs"
+)
 
 C = grpc.StatusCode
 XFS_MIN = 300 * MiB
@@ -219,6 +221,7 @@ def test_image_stage_is_idempotent_and_refuses_other_parameters(
     volume.stage()
     entry = top_mount_at(read_mounts(), volume.staging)
     assert entry is not None and entry.fs_type == fs_type
+    assert {"nosuid", "nodev"} <= set(entry.mount_options)  # the image's bytes are the tenant's
     other = copy.copy(volume)
     other.cap = mount_cap(csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_READER_ONLY)
     assert code_of(other.stage) == C.ALREADY_EXISTS
@@ -307,3 +310,35 @@ def test_a_larger_restore_of_an_image_snapshot_has_the_data_and_the_larger_files
     restored.unpublish("restored")
     restored.unstage()
     source.unstage()
+
+
+def test_a_reader_only_image_volume_is_mounted_read_only(stubs: Stubs, node_dir: Path) -> None:
+    writer = image_volume(stubs, node_dir, "seed", 32 * MiB)
+    writer.stage()
+    (writer.publish() / "config").write_text("v1")
+    writer.unpublish()
+    writer.unstage()
+    reader = copy.copy(writer)
+    reader.cap = mount_cap(csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_READER_ONLY)
+    reader.stage()
+    target = reader.publish("reader")
+    assert (target / "config").read_text() == "v1"
+    with pytest.raises(OSError) as caught:
+        (target / "other").write_text("no")
+    assert caught.value.errno == errno.EROFS
+    reader.unpublish("reader")
+    reader.unstage()
+
+
+def test_validate_capabilities_checks_the_image_filesystem(stubs: Stubs, node_dir: Path) -> None:
+    volume = image_volume(stubs, node_dir, "validate", 32 * MiB)
+    validate = stubs.controller.ValidateVolumeCapabilities
+
+    def confirmed(fs_type: str) -> bool:
+        request = csi_pb2.ValidateVolumeCapabilitiesRequest(
+            volume_id=volume.volume_id, volume_capabilities=[mount_cap(RWO, fs_type)]
+        )
+        return validate(request).HasField("confirmed")
+
+    assert confirmed("") and confirmed("ext4")
+    assert not confirmed("xfs")

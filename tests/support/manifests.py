@@ -9,18 +9,22 @@ the PVC and PV names, and kubelet sends the first access mode of the PV.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sharevol.csi._proto import csi_pb2
 from sharevol.pools.config import ServerConfig
 from sharevol.service.params import PV_NAME, PVC_NAME, PVC_NAMESPACE
 from sharevol.sys.runner import SubprocessRunner
+from tests.conftest import in_ci
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -79,6 +83,28 @@ def render(directory: Path) -> list[Document]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
 
 
+OVERLAYS = ("managed-nfs", "nas", "node-local")
+
+
+def require_kubectl() -> None:
+    """Skip (outside CI) or fail (CI=true) when kubectl is missing, saying how to get it."""
+    if shutil.which(KUBECTL) is None:
+        reason = f"needs {KUBECTL} on PATH (Debian package kubernetes-client; scripts/bootstrap)"
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)
+        pytest.skip(reason)
+
+
+@functools.cache
+def rendered(directory: Path) -> tuple[Document, ...]:
+    """`render`, once per directory and test run."""
+    return tuple(render(directory))
+
+
+def overlay(name: str) -> tuple[Document, ...]:
+    return rendered(DEPLOY / "overlays" / name)
+
+
 def example_files() -> list[Path]:
     """Every manifest under examples/."""
     return sorted(EXAMPLES.rglob("*.yaml"))
@@ -97,6 +123,11 @@ def named(documents: Iterable[Document], kind: str, name: str) -> Document:
     found = [doc for doc in of_kind(documents, kind) if doc["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name!r}, found {len(found)}"
     return found[0]
+
+
+def describe(document: Document) -> str:
+    """`Kind/name`, for messages."""
+    return f"{document['kind']}/{document['metadata']['name']}"
 
 
 def containers(workload: Document) -> dict[str, Document]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -80,3 +81,34 @@ def test_kill_stale_ignores_a_pid_file_of_a_dead_process(tmp_path: Path) -> None
 
     assert not kill_stale(tmp_path / "dead.pid", "anything")
     assert os.path.exists(tmp_path / "dead.pid")
+
+
+def test_a_daemon_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+    """sharevol killed by SIGKILL must not leave Ganesha serving (setpriv --pdeathsig)."""
+    pid_file = tmp_path / "daemon.pid"
+    parent = Daemon(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from sharevol.sys.daemon import Daemon\n"
+            f"d = Daemon(['sleep', '600'], log_path=Path({str(tmp_path / 'child')!r}))\n"
+            f"Path({str(pid_file)!r}).write_text(str(d.pid))\n"
+            "time.sleep(600)\n",
+        ],
+        log_path=tmp_path / "parent",
+        die_with_parent=False,
+    )
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() and parent.alive() and time.monotonic() < deadline:
+        wait_pidfd(parent.pidfd, 0.02)
+    child = int(pid_file.read_text())
+    child_fd = os.pidfd_open(child)
+    try:
+        os.kill(parent.pid, signal.SIGKILL)
+
+        assert wait_pidfd(child_fd, 10), "the daemon outlived the process that started it"
+    finally:
+        os.close(child_fd)
+        parent.stop(timeout=1)

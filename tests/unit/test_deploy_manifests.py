@@ -5,9 +5,7 @@ code accepts. The sidecar wiring is checked against the CSI rules it must follow
 
 from __future__ import annotations
 
-import functools
 import re
-import shutil
 from pathlib import Path
 
 import click
@@ -20,41 +18,32 @@ from sharevol.cli.serve_cmd import serve
 from sharevol.csi.metrics import parse_address
 from sharevol.service.nodes import node_address, node_name
 from sharevol.service.params import parse_parameters
-from tests.conftest import in_ci
 from tests.support.manifests import (
     DEPLOY,
     DRIVER,
     EXAMPLES,
-    KUBECTL,
+    OVERLAYS,
     REPO,
     Document,
     containers,
     create_parameters,
+    describe,
     example_documents,
     example_files,
     kustomization_dirs,
     load_documents,
     named,
     of_kind,
+    overlay,
     pools_config,
-    render,
+    rendered,
+    require_kubectl,
 )
 from tests.support.snapshot_schemas import SCHEMAS, validate_snapshot_object
 
 KUBERNETES_VERSION = "1.30"
 """Oldest Kubernetes the manifests target (ReadWriteOncePod, VolumeAttributesClass RBAC)."""
 
-SIDECAR_VERSIONS = {
-    "csi-provisioner": "v6.3.0",
-    "csi-attacher": "v4.12.0",
-    "csi-resizer": "v2.2.1",
-    "csi-snapshotter": "v8.6.0",
-    "csi-node-driver-registrar": "v2.17.0",
-    "livenessprobe": "v2.19.0",
-}
-"""registry.k8s.io/sig-storage images and the versions the project has checked (prior-art 4.4)."""
-
-OVERLAYS = ("managed-nfs", "nas", "node-local")
 KUSTOMIZE_V2_KEYS = frozenset(
     {
         "apiVersion",
@@ -81,20 +70,7 @@ KUSTOMIZE_V2_KEYS = frozenset(
 
 @pytest.fixture(scope="module", autouse=True)
 def _kubectl() -> None:
-    if shutil.which(KUBECTL) is None:
-        reason = f"needs {KUBECTL} on PATH (Debian package kubernetes-client; scripts/bootstrap)"
-        if in_ci():
-            pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)
-        pytest.skip(reason)
-
-
-@functools.cache
-def rendered(directory: Path) -> tuple[Document, ...]:
-    return tuple(render(directory))
-
-
-def overlay(name: str) -> tuple[Document, ...]:
-    return rendered(DEPLOY / "overlays" / name)
+    require_kubectl()
 
 
 def validate_object(document: Document) -> None:
@@ -104,10 +80,6 @@ def validate_object(document: Document) -> None:
         validate_snapshot_object(document)
         return
     kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
-
-
-def describe(document: Document) -> str:
-    return f"{document['kind']}/{document['metadata']['name']}"
 
 
 # ---- rendering and schemas -----------------------------------------------------------------
@@ -296,112 +268,42 @@ def test_sharevol_metrics_port_is_declared_and_annotated_for_scraping(name: str)
         assert annotations.get("prometheus.io/port") == str(port)
 
 
-# ---- CSI wiring ----------------------------------------------------------------------------
+def test_nas_share_is_the_same_in_controller_and_nodes_and_mounted_at_the_pool() -> None:
+    """The share is written in two pod specs; both must name it alike and mount it where
+    pools.yaml says the pool is."""
+    documents = overlay("nas")
+    [pool] = pools_config(named(documents, "ConfigMap", "sharevol-config")).pools
+    shares = []
+    for kind, name in (("Deployment", "sharevol-controller"), ("DaemonSet", "sharevol-node")):
+        workload = named(documents, kind, name)
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        [mount] = [
+            m for m in containers(workload)["sharevol"]["volumeMounts"]
+            if "nfs" in volumes[m["name"]]
+        ]  # fmt: skip
+        assert mount["mountPath"] == str(pool.path), f"{kind}: {mount}"
+        shares.append(volumes[mount["name"]]["nfs"])
+    assert shares[0] == shares[1]
 
 
-def sidecar_args(documents: tuple[Document, ...], image: str) -> list[list[str]]:
-    """The args of every container running that sidecar image."""
-    return [
-        container.get("args", [])
-        for workload in documents
-        if workload["kind"] in ("Deployment", "StatefulSet", "DaemonSet")
-        for container in containers(workload).values()
-        if container["image"].split("/")[-1].split(":")[0] == image
-    ]
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_sidecar_images_are_the_checked_versions(name: str) -> None:
-    for workload in overlay(name):
-        if workload["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
-            continue
-        for container in containers(workload).values():
-            image = container["image"]
-            if image.startswith("registry.k8s.io/"):
-                repository, tag = image.rsplit(":", 1)
-                assert repository.startswith("registry.k8s.io/sig-storage/")
-                assert SIDECAR_VERSIONS[repository.split("/")[-1]] == tag, image
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_provisioner_and_snapshotter_pass_pvc_and_snapshot_names(name: str) -> None:
-    documents = overlay(name)
-    for image in ("csi-provisioner", "csi-snapshotter"):
-        found = sidecar_args(documents, image)
-        assert len(found) == 1, f"{name}: one {image}, found {len(found)}"
-        assert "--extra-create-metadata" in found[0]
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_controller_sidecars_elect_a_leader_unless_they_run_per_node(name: str) -> None:
-    documents = overlay(name)
-    node_deployment = name == "node-local"
-    for image in ("csi-provisioner", "csi-snapshotter", "csi-resizer", "csi-attacher"):
-        for args in sidecar_args(documents, image):
-            assert ("--node-deployment" in args) == node_deployment, f"{image}: {args}"
-            assert ("--leader-election" in args) == (not node_deployment), f"{image}: {args}"
-
-
-def test_node_local_provisioner_is_per_node_with_topology_and_capacity() -> None:
-    [args] = sidecar_args(overlay("node-local"), "csi-provisioner")
-    for flag in ("--node-deployment", "--feature-gates=Topology=true", "--enable-capacity"):
-        assert flag in args
-    driver = named(overlay("node-local"), "CSIDriver", DRIVER)
-    assert driver["spec"]["storageCapacity"] is True
-    for storage_class in of_kind(overlay("node-local"), "StorageClass"):
-        assert storage_class["volumeBindingMode"] == "WaitForFirstConsumer"
-    # No per-node resizer exists, so no class may promise expansion.
-    assert sidecar_args(overlay("node-local"), "csi-resizer") == []
-    assert all(
-        not c.get("allowVolumeExpansion") for c in of_kind(overlay("node-local"), "StorageClass")
-    )
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_attach_is_required_exactly_where_an_attacher_runs(name: str) -> None:
-    """attachRequired without an external-attacher would hang every pod in ContainerCreating;
-    an attacher without attachRequired would never be called."""
-    driver = named(overlay(name), "CSIDriver", DRIVER)
-    attachers = sidecar_args(overlay(name), "csi-attacher")
-    assert driver["spec"]["attachRequired"] is bool(attachers)
-    assert driver["spec"]["attachRequired"] is (name == "managed-nfs")
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_csidriver_applies_fs_group_by_file_for_persistent_volumes(name: str) -> None:
-    spec = named(overlay(name), "CSIDriver", DRIVER)["spec"]
-    assert spec["fsGroupPolicy"] == "File"
-    assert spec["volumeLifecycleModes"] == ["Persistent"]
-
-
-@pytest.mark.parametrize("name", OVERLAYS)
-def test_node_plugin_can_mount_for_kubelet(name: str) -> None:
-    daemonset = named(overlay(name), "DaemonSet", "sharevol-node")
-    pod = daemonset["spec"]["template"]["spec"]
-    assert pod["hostNetwork"] is True
-    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
-    plugin = containers(daemonset)["sharevol"]
-    assert plugin["securityContext"]["privileged"] is True
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    kubelet = [
-        m for m in plugin["volumeMounts"]
-        if volumes[m["name"]].get("hostPath", {}).get("path") == "/var/lib/kubelet"
-    ]  # fmt: skip
-    assert kubelet and kubelet[0]["mountPath"] == "/var/lib/kubelet"
-    assert kubelet[0]["mountPropagation"] == "Bidirectional"
-    registrar = containers(daemonset)["node-driver-registrar"]
-    assert (
-        "--kubelet-registration-path=/var/lib/kubelet/plugins/sharevol.csi.io/csi.sock"
-        in registrar["args"]
-    )
-
-
-def test_volume_snapshot_class_is_sharevol_everywhere() -> None:
-    for name in OVERLAYS:
-        [snapshot_class] = of_kind(overlay(name), "VolumeSnapshotClass")
-        assert snapshot_class["driver"] == DRIVER
-    for snapshot in of_kind(example_documents(), "VolumeSnapshot"):
-        assert snapshot["spec"]["volumeSnapshotClassName"] == snapshot_class["metadata"]["name"]
+def test_static_pv_names_the_share_by_the_documented_attributes() -> None:
+    """examples/seed/10-pv1.yaml: a CSI PV on an existing share path, no controller involved."""
+    [pv] = of_kind(example_documents(), "PersistentVolume")
+    csi = pv["spec"]["csi"]
+    assert csi["driver"] == DRIVER
+    assert set(csi["volumeAttributes"]) == {"server", "share", "subdir"}
+    assert len(csi["volumeHandle"].encode()) <= 128, "CSI: IDs are at most 128 bytes"
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain", "Recycle is deprecated"
+    # The walkthrough's static PV lives on the share that the nas overlay serves.
+    share = named(overlay("nas"), "DaemonSet", "sharevol-node")["spec"]["template"]["spec"]
+    [nfs] = [v["nfs"] for v in share["volumes"] if "nfs" in v]
+    assert csi["volumeAttributes"]["server"] == nfs["server"]
+    assert csi["volumeAttributes"]["share"] == nfs["path"]
+    text = (REPO / "docs" / "walkthrough.md").read_text()
+    assert all(f"{key}:" in text for key in csi["volumeAttributes"])
+    [pvc] = [c for c in of_kind(example_documents(), "PersistentVolumeClaim")
+             if c["spec"].get("volumeName") == pv["metadata"]["name"]]  # fmt: skip
+    assert pvc["metadata"]["name"] == "pvc-nfs" and pvc["spec"]["storageClassName"] == ""
 
 
 def test_docs_name_every_example_file() -> None:

@@ -300,3 +300,25 @@ def test_volume_operations_share_the_volume_key() -> None:
     )
 
     assert set(delete) & set(expand) & set(snapshot) == {f"volume:{volume_id}"}
+
+
+def test_a_restore_or_clone_holds_its_source_key() -> None:
+    """CreateVolume from a snapshot or a volume excludes DeleteSnapshot / DeleteVolume of it."""
+    snapshot_id, volume_id = "pool/" + "b" * 32, "pool/" + "c" * 32
+    restore = csi_pb2.CreateVolumeRequest(name="r")
+    restore.volume_content_source.snapshot.snapshot_id = snapshot_id
+    clone = csi_pb2.CreateVolumeRequest(name="c")
+    clone.volume_content_source.volume.volume_id = volume_id
+    create = LOCK_KEYS["/csi.v1.Controller/CreateVolume"]
+
+    assert create(restore) == ["name:r", f"snapshot:{snapshot_id}"]
+    assert create(clone) == ["name:c", f"volume:{volume_id}"]
+    assert create(csi_pb2.CreateVolumeRequest(name="plain")) == ["name:plain"]
+    delete_snapshot = LOCK_KEYS["/csi.v1.Controller/DeleteSnapshot"](
+        csi_pb2.DeleteSnapshotRequest(snapshot_id=snapshot_id)
+    )
+    delete_volume = LOCK_KEYS["/csi.v1.Controller/DeleteVolume"](
+        csi_pb2.DeleteVolumeRequest(volume_id=volume_id)
+    )
+    assert set(create(restore)) & set(delete_snapshot) == {f"snapshot:{snapshot_id}"}
+    assert set(create(clone)) & set(delete_volume) == {f"volume:{volume_id}"}

@@ -23,7 +23,7 @@ from sharevol.catalog.store import Catalog
 from sharevol.errors import FailedPrecondition, InvalidArgument, NotFound
 from sharevol.pools._project import ProjectQuotaPool
 from sharevol.pools._project_ids import FIRST_PROJECT_ID
-from sharevol.pools.base import ContentRef
+from sharevol.pools.base import ArchivePool, ContentRef
 from sharevol.pools.ext4 import Ext4Pool
 from sharevol.pools.xfs import XfsPool
 from sharevol.sys.fake_quota import FakeProjectQuotas
@@ -398,3 +398,23 @@ def test_snapshot_gets_its_own_project_without_a_limit_and_delete_clears_it(
 
     assert not snapshot.exists()
     assert fake_of(pool).calls[-1] == ("set_limits", FIRST_PROJECT_ID + 1)
+
+
+def test_archived_volume_usage_comes_from_its_project_and_purge_clears_it(
+    tmp_path: Path,
+) -> None:
+    pool = xfs_pool(tmp_path / "pool")
+    pool.create_volume("vol-a", 4 * MiB)
+    fake_of(pool).charge(FIRST_PROJECT_ID, used_bytes=3 * MiB)
+    pool.archive_volume("vol-a", "vol-a-1")
+    assert isinstance(pool, ArchivePool)
+
+    assert pool.archive_usage("vol-a-1") == 3 * MiB
+
+    pool.purge_archive("vol-a-1")
+    pool.purge_archive("vol-a-1")  # a retry after a crash
+
+    assert not (tmp_path / "pool" / "archive" / "vol-a-1").exists()
+    assert fake_of(pool).get(FIRST_PROJECT_ID).block_limit_bytes == 0
+    with pytest.raises(NotFound):
+        pool.archive_usage("vol-a-1")

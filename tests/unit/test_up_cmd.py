@@ -19,6 +19,8 @@ from sharevol.service.embedded import EmbeddedResult
 class FakeServer:
     """Sends this process SIGTERM when started, as a user pressing Ctrl-C at once would."""
 
+    metrics = None  # no --metrics-address
+
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
         self.stopped_with: float | None = None

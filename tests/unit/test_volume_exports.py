@@ -344,3 +344,14 @@ def test_unpublish_of_unknown_volumes_and_nodes_is_fine(world: World) -> None:
     world.publisher.unpublish("plain/" + "0" * 32, "n1@10.0.0.11")
     world.publisher.unpublish(record.volume_id, "n9@10.0.0.99")
     world.publisher.unpublish(record.volume_id, "")
+
+
+def test_a_publish_between_a_ganesha_restart_and_the_rebuild_adds_the_export(
+    world: World,
+) -> None:
+    record = world.create("early")
+    world.bus.served.clear()  # Ganesha restarted; the supervisor has not rebuilt yet
+
+    world.publisher.publish(record.volume_id, "n1@10.0.0.11", RWX, False)
+
+    assert "10.0.0.11" in clients_of(world, record)

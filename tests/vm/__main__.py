@@ -8,6 +8,7 @@ timeout, 2: the tier cannot run here). docs/vm-tier.md explains the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -49,16 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="sharevol-vm-"))
     job = VmJob(tuple(args.pytest_args), args.timeout, nfs_port=args.nfs_port, console=sys.stdout)
-    result = run_vm(job, workdir, kernel)
-    print(f"vm-tier: {result.report(console=False)}")
-    print(f"vm-tier: total {time.monotonic() - started:.1f} s (kernel, compile, VM)")
-    if args.keep:
-        print(f"vm-tier: kept {workdir}")
-    elif not os.path.ismount(result.job_dir):
-        shutil.rmtree(result.job_dir)
-        result.console_log.unlink()
-        workdir.rmdir()
+    try:
+        result = run_vm(job, workdir, kernel)
+        print(f"vm-tier: {result.report(console=False)}")
+        print(f"vm-tier: total {time.monotonic() - started:.1f} s (kernel, compile, VM)")
+    finally:
+        if args.keep:
+            print(f"vm-tier: kept {workdir}")
+        else:
+            _remove_workdir(workdir)
     return result.rc if result.rc is not None else 255
+
+
+def _remove_workdir(workdir: Path) -> None:
+    """Delete what run_vm left (job dir, logs); never through a mount."""
+    job_dir = workdir / "job"
+    if job_dir.exists() and not os.path.ismount(job_dir):
+        shutil.rmtree(job_dir)
+    for name in ("console.log", "virtiofsd.log"):
+        (workdir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # something unexpected is left: keep it for a look
+        workdir.rmdir()
 
 
 if __name__ == "__main__":

@@ -139,11 +139,14 @@ def virtiofsd() -> Path | None:
 def run_vm(job: VmJob, workdir: Path, kernel: GuestKernel | None = None) -> VmResult:
     """Boot one VM in `workdir` (an empty dir of the caller's) and run the job's pytest in it.
 
-    Leaves workdir/job (run.sh, rc, junit.xml) and workdir/console.log; removes the disks and
-    the socket; leaves no process or mount behind, also on timeout or crash."""
+    Leaves workdir/job (run.sh, rc, junit.xml), workdir/console.log and virtiofsd.log; removes
+    the disks and the socket; leaves no process or mount behind, also on timeout or crash."""
     reason = unavailable()
     if reason:
         raise KernelUnavailable(reason)
+    bad = [serial for serial in job.disks if not re.fullmatch(r"[A-Za-z0-9_-]{1,20}", serial)]
+    if bad:
+        raise ValueError(f"disk serials must be 1-20 of [A-Za-z0-9_-]: {bad}")
     kernel = kernel or guest_kernel()
     # The host sets PYTHONDONTWRITEBYTECODE; without .pyc the guest Python starts ~3x slower.
     compile_argv = [str(VENV_PYTHON), "-m", "compileall", "-q", str(PROJECT / "src"),
@@ -161,7 +164,7 @@ def run_vm(job: VmJob, workdir: Path, kernel: GuestKernel | None = None) -> VmRe
     console_log = workdir / "console.log"
     started = time.monotonic()
     try:
-        with _virtiofsd(served, job_dir, socket), console_log.open("w") as log:
+        with _sigterm_unwinds(), _virtiofsd(served, job_dir, socket), console_log.open("w") as log:
             argv = _qemu_argv(job, kernel, job_dir, socket, disks)
             rc = _run_qemu(argv, job.timeout, log, job.console)
     finally:
@@ -195,7 +198,8 @@ def _job_script(job: VmJob, job_dir: Path) -> str:
     if bad:
         raise ValueError(f"not environment variable names: {bad}")
     pytest = [str(VENV_PYTHON), "-m", "pytest", "-m", "vm", "-p", "no:cacheprovider", "-v",
-              "--color=no", f"--junitxml={job_dir / 'junit.xml'}", *job.pytest_args]  # fmt: skip
+              "--color=no", "--basetemp=/tmp/vm-pytest", f"--junitxml={job_dir / 'junit.xml'}",
+              *job.pytest_args]  # fmt: skip
     return "\n".join(
         [
             "#!/bin/sh",
@@ -231,22 +235,39 @@ def _virtiofsd(served: Path, job_dir: Path, socket: Path) -> Iterator[None]:
                  "--thread-pool-size=4", "--log-level=error"]  # fmt: skip
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", _SERVE_ROOT, "serve-root",
             str(served), *binds, "--", *serve]  # fmt: skip
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    log = socket.with_name("virtiofsd.log")
+    with log.open("w") as errors:  # a file, not a pipe: a full pipe would stall the daemon
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
+                                start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 10
         while not socket.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 _stop(proc, 1)
-                err = proc.stderr.read() if proc.stderr else ""
-                raise RuntimeError(f"virtiofsd did not start (rc {proc.returncode}): {err}")
+                detail = log.read_text(errors="replace").strip()
+                raise RuntimeError(f"virtiofsd did not start (rc {proc.returncode}): {detail}")
             time.sleep(0.02)  # no event to wait on for a socket file
         yield
     finally:
         _stop(proc, 5)
-        if proc.stderr:
-            proc.stderr.close()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM (a CI cancel, `kill`) into SystemExit while the VM runs, so the cleanup
+    below still stops qemu and virtiofsd; only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _extra_mounts(paths: Sequence[Path]) -> list[Path]:

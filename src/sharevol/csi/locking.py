@@ -17,7 +17,7 @@ from sharevol.errors import Aborted
 KeyFunction = Callable[[Any], list[str]]
 
 LOCK_KEYS: dict[str, KeyFunction] = {
-    "/csi.v1.Controller/CreateVolume": lambda r: [f"name:{r.name}"],
+    "/csi.v1.Controller/CreateVolume": lambda r: [f"name:{r.name}", *_content_source_keys(r)],
     "/csi.v1.Controller/DeleteVolume": lambda r: [f"volume:{r.volume_id}"],
     "/csi.v1.Controller/ControllerExpandVolume": lambda r: [f"volume:{r.volume_id}"],
     # Publish rewrites the volume's record (its client list): same key as every other writer.
@@ -36,6 +36,19 @@ LOCK_KEYS: dict[str, KeyFunction] = {
 }
 """NodePublish/Unpublish lock the volume, not volume+target: the single-writer checks compare
 the volume's other targets, which must not change underneath."""
+
+
+def _content_source_keys(request: Any) -> list[str]:
+    """A restore or clone also holds its source's key, so the source cannot be deleted while
+    the new volume starts reading it (a background copy then registers as a reader)."""
+    if not request.HasField("volume_content_source"):
+        return []
+    source = request.volume_content_source
+    if source.HasField("snapshot"):
+        return [f"snapshot:{source.snapshot.snapshot_id}"]
+    if source.HasField("volume"):
+        return [f"volume:{source.volume.volume_id}"]
+    return []
 
 
 class KeyLocks:

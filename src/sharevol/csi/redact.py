@@ -23,8 +23,10 @@ def _strip(message: Message) -> None:
     for field, value in message.ListFields():
         if _is_secret(field):
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
-                for key in list(value):
-                    value[key] = REDACTED
+                # The whole map, keys too, as the Go protosanitizer strips it: a key can be as
+                # telling as its value (a secret's field names come from the admin's Secret).
+                value.clear()
+                value[REDACTED] = REDACTED
             else:
                 setattr(message, field.name, REDACTED)
         elif field.message_type is not None:

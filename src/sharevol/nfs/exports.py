@@ -90,7 +90,10 @@ class NfsExporter:
             conf = self.conf_dir / f"export-{spec.export_id}.conf"
             atomic_write(conf, export_conf(spec).encode())
             if spec.export_id in self._applied:
-                self._bus.update_export(conf, spec.export_id)
+                try:
+                    self._bus.update_export(conf, spec.export_id)
+                except ExportUnknown:  # Ganesha restarted and the rebuild has not run yet
+                    self._bus.add_export(conf, spec.export_id)
             else:
                 try:
                     self._bus.add_export(conf, spec.export_id)
@@ -118,7 +121,12 @@ class NfsExporter:
                 self.remove(export_id, spec.path)
             except Internal as exc:
                 log.error("removing export %d failed: %s", export_id, exc)
-                self._unbind(spec.path)
+                with self._lock:
+                    self._applied.pop(export_id, None)
+                try:
+                    self._unbind(spec.path)
+                except Internal as again:  # Ganesha still holds it: retried after its stop
+                    log.error("unmounting %s failed: %s", spec.path, again)
         with self._lock:
             _remove_empty_dirs(self.mount_root)
 

@@ -68,6 +68,8 @@ class GaneshaServer:
         self._socket_dir = self._choose_socket_dir()
         self.bus = GaneshaBus(self._socket_dir / "dbus.sock")
         self._restarted = threading.Condition()
+        self._processes = threading.Lock()
+        """Held while the pair is stopped or started, so stop() never races a restart."""
 
     @property
     def conf_path(self) -> Path:
@@ -84,7 +86,8 @@ class GaneshaServer:
         return daemon.pid if daemon is not None and daemon.alive() else None
 
     def start(self) -> None:
-        """Start Ganesha and its bus, wait until both serve, then start the supervisor."""
+        """Start Ganesha and its bus, wait until both serve, then start the supervisor. Call it
+        from a thread that outlives the server (the main thread): Ganesha dies with it."""
         for tool in (GANESHA, DBUS_DAEMON):
             if shutil.which(tool) is None:
                 raise FailedPrecondition(
@@ -110,16 +113,23 @@ class GaneshaServer:
             self.pid,
         )
 
-    def stop(self) -> None:
-        """Stop the supervisor first (so nothing restarts), then Ganesha, then its bus."""
+    def stop_supervising(self) -> None:
+        """No more restarts from here on; Ganesha keeps serving until stop()."""
         self._stopping.set()
+
+    def stop(self) -> None:
+        """Stop Ganesha, then its bus, then the supervisor. The supervisor thread ends last:
+        Ganesha dies with the thread that started it (setpriv --pdeathsig, sys.daemon), and a
+        restarted Ganesha was started by that thread."""
+        self._stopping.set()
+        with self._processes:
+            self._halt()
         if self._wake_write >= 0:
             with contextlib.suppress(OSError):
                 os.write(self._wake_write, b"x")
         if self._supervisor is not None:
             self._supervisor.join(timeout=self.stop_timeout * 3)
             self._supervisor = None
-        self._halt()
         for fd in (self._wake_read, self._wake_write):
             if fd >= 0:
                 os.close(fd)
@@ -237,7 +247,7 @@ class GaneshaServer:
         while not self._stopping.is_set():
             started = time.monotonic()
             dead = self._wait_for_exit()
-            if dead is None:
+            if dead is None or self._stopping.is_set():
                 return
             if time.monotonic() - started > STABLE:
                 failures = 0
@@ -252,13 +262,16 @@ class GaneshaServer:
             failures += 1
             if delay and self._stopping.wait(delay):
                 return
-            try:
-                self._halt()
-                self._spawn()
-            except (Internal, CommandFailed, OSError) as exc:
-                log.error("restarting NFS-Ganesha failed (retrying in a while): %s", exc)
-                self._halt()  # both None: the next loop retries after the next back-off
-                continue
+            with self._processes:
+                if self._stopping.is_set():
+                    return
+                try:
+                    self._halt()
+                    self._spawn()
+                except (Internal, CommandFailed, OSError) as exc:
+                    log.error("restarting NFS-Ganesha failed (retrying in a while): %s", exc)
+                    self._halt()  # both None: the next loop retries after the next back-off
+                    continue
             if self.on_restart is not None:
                 try:
                     self.on_restart()

@@ -43,7 +43,7 @@ from sharevol.sys.quota import (
     open_project_quotas,
 )
 from sharevol.sys.statfs import filesystem_type, statvfs_with_deadline
-from sharevol.sys.tree import remove_tree
+from sharevol.sys.tree import remove_tree, tree_usage
 from sharevol.sys.tree_copy import CopyControl
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,7 @@ class ProjectQuotaPool(TreeSnapshots):
         self._enforce_quota = enforce_quota
         self._volumes = root / VOLUMES_DIR
         self._statfs_timeout = statfs_timeout
+        self._walk_timeout = walk_timeout
         self._plain = PlainPool(name, root, node_local=node_local, statfs_timeout=statfs_timeout,
                                 walk_timeout=walk_timeout)  # fmt: skip
         self._quotas = quotas
@@ -205,6 +206,29 @@ class ProjectQuotaPool(TreeSnapshots):
     def archive_volume(self, directory: str, archive_name: str) -> None:
         """Rename into `archive/`: the project ID, its limit and the data stay as they are."""
         _layout.archive(self.root, directory, archive_name)
+
+    def archive_usage(self, archive_name: str) -> int:
+        """Bytes an archived volume holds: its project's usage (a tree walk where no quota
+        accounts it); `sharevol gc` shows it."""
+        path = safe_child(self.root / ARCHIVE_DIR, archive_name)
+        if not os.path.isdir(path) or os.path.islink(path):
+            raise NotFound(f"archived volume {path} does not exist in pool {self.name!r}")
+        project_id = self.project_ids.project_of(path)
+        if project_id and self.quota_state.accounting:
+            return self.quotas.get(project_id).used_bytes
+        return tree_usage(path, self._walk_timeout).used_bytes
+
+    def purge_archive(self, archive_name: str) -> None:
+        """Delete an archived volume for good, then clear its project's limits (gc)."""
+        folder = self.root / ARCHIVE_DIR
+        path = safe_child(folder, archive_name)
+        project_id = 0
+        if os.path.isdir(path) and not os.path.islink(path):
+            project_id = self.project_ids.project_of(path)
+        remove_tree(folder, archive_name)
+        if project_id and self.quota_state.accounting:
+            self.quotas.set_limits(project_id, block_bytes=0, inodes=0)
+        log.info('pool "%s": purged archived volume %s', self.name, path)
 
     def set_limit(self, directory: str, capacity_bytes: int, backend: dict[str, int | str]) -> None:
         """Set the project's hard block limit (expansion, online), and the recorded file limit."""

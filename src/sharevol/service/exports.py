@@ -122,9 +122,14 @@ class VolumeExports:
         released), then stop Ganesha and its bus."""
         if self._exporter is None or self._ganesha is None:
             return
+        self._ganesha.stop_supervising()  # a death from here on must not re-add exports
         with self._lock:
             self._exporter.remove_all()
         self._ganesha.stop()
+        try:
+            self._exporter.reset()  # a bind mount Ganesha still held: its files are closed now
+        except SharevolError as exc:
+            log.error("NFS export mounts left under %s: %s", self._exporter.mount_root, exc)
 
     def rebuild(self) -> int:
         """Add the export of every volume that has one, from the catalogs (the truth); called

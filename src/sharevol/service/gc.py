@@ -142,6 +142,10 @@ class ArchiveCollector:
         self._archive_pool(record).purge_archive(record.archive_name or "")
         handle.catalog.remove_volume(record.uuid)
         self._provisioner.index.remove(record.volume_id)
-        log.info("gc: purged archived volume %s (%s) from %s", record.volume_id, record.name,
-                 described.path)  # fmt: skip
+        log.info(
+            "gc: purged archived volume %s (%s) from %s",
+            record.volume_id,
+            record.name,
+            described.path,
+        )
         return described

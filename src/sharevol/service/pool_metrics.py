@@ -68,8 +68,13 @@ def copy_progress_of(
             for snapshot in snapshots.index.records():
                 if snapshot.state == "copying":
                     view = snapshots.view(snapshot)
-                    yield CopyProgress("snapshot", snapshot.snapshot_id, snapshot.pool,
-                                       view.done_bytes, view.total_bytes)  # fmt: skip
+                    yield CopyProgress(
+                        "snapshot",
+                        snapshot.snapshot_id,
+                        snapshot.pool,
+                        view.done_bytes,
+                        view.total_bytes,
+                    )
         if clones is not None:
             for volume in provisioner.index.records():
                 if volume.state != "creating" or volume.content_source is None:
@@ -151,8 +156,11 @@ class PoolCollector(Collector):
 
     def _pools(self, ends: float) -> Iterator[Metric]:
         labels = ["pool"]
-        up = _gauge("pool_up", "1 when the pool answered statvfs within the scrape deadline.",
-                    ["pool", "kind"])  # fmt: skip
+        up = _gauge(
+            "pool_up",
+            "1 when the pool answered statvfs within the scrape deadline.",
+            ["pool", "kind"],
+        )
         size = _gauge("pool_capacity_bytes", "Size of the filesystem under the pool.", labels)
         free = _gauge("pool_free_bytes", "Bytes free for unprivileged writers.", labels)
         used = _gauge("pool_used_bytes", "Size minus free bytes.", labels)

@@ -110,7 +110,12 @@ class Provisioner:
                 continue
             if handle.pool.capabilities.enforces_quota:
                 limit = quota_limit_bytes(record.kind, record.capacity_bytes)
-                handle.pool.set_limit(record.directory, limit, record.backend)
+                try:
+                    handle.pool.set_limit(record.directory, limit, record.backend)
+                except SharevolError as exc:  # one broken volume must not stop the controller
+                    log.error("volume %s (%s): cannot set its limit: %s; run `sharevol doctor`",
+                              record.volume_id, record.name, exc)  # fmt: skip
+                    continue
                 count += 1
         return count
 
@@ -417,6 +422,8 @@ class Provisioner:
         for capability in capabilities:
             if capability.access_type != record.access_type:
                 return f"the volume is a {record.access_type} volume"
+            if record.kind == "image" and capability.fs_type not in ("", record.fs_type):
+                return f"the volume's image holds {record.fs_type}, not {capability.fs_type}"
             if (capability.access_mode, capability.access_type) not in supported and not any(
                 _mode_covers(c, capability) for c in record.capabilities
             ):

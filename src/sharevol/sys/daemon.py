@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import select
+import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -32,14 +33,21 @@ class Daemon:
         *,
         log_path: Path,
         env: Mapping[str, str] | None = None,
+        die_with_parent: bool = True,
     ) -> None:
         self.argv = [str(a) for a in argv]
         self.log_path = log_path
         merged = dict(os.environ, LC_ALL="C", **(env or {}))
+        command = self.argv
+        if die_with_parent and shutil.which("setpriv"):
+            # SIGKILL when sharevol dies, even by SIGKILL: its own session would keep it alive.
+            # setpriv (util-linux) sets PR_SET_PDEATHSIG and execs; preexec_fn is not
+            # thread-safe. The signal follows the spawning thread, which lives until stop().
+            command = ["setpriv", "--pdeathsig", "KILL", "--", *self.argv]
         with log_path.open("ab") as output:
             try:
                 self._proc = subprocess.Popen(
-                    self.argv,
+                    command,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,

@@ -18,7 +18,8 @@ from sharevol.sys.statfs import mounts_under
 from tests.support.csi import RWX, MiB, Stubs, mount_cap, running_server
 from tests.support.nfs import free_port
 
-NFS_TOOLS = ("ganesha.nfsd", "dbus-daemon")
+NFS_TOOLS = ("ganesha.nfsd", "dbus-daemon", "gcc")
+"""Besides root: Ganesha and its bus, and gcc for the source-address shim (tests.support.nfs)."""
 CONTROLLER_ID = "controller@127.0.0.1"
 
 

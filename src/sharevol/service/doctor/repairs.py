@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from sharevol.catalog.records import SnapshotRecord, VolumeRecord
 from sharevol.pools.config import ServerConfig
+from sharevol.service.clones import CloneService
 from sharevol.service.copy_jobs import CopyJobs
 from sharevol.service.images import ImageFiles
 from sharevol.service.inuse import mount_points_of
@@ -43,19 +44,23 @@ class ServiceRepairs:
                 path = self._handles[record.pool].pool.volume_path(record.directory)
                 return [*mount_points_of(mounter, path), *images.users(path)]
 
-            self._provisioner = Provisioner(
+            provisioner = Provisioner(
                 self._handles,
                 self._config.default,
                 socket.gethostname(),
                 mounts_of=mounts_of,
                 images=images,
             )
+            # Restores and clones as the server makes them (the checks offer only instant ones)
+            self._jobs = CopyJobs(workers=1)
+            self._snapshots = SnapshotService(provisioner, self._jobs)
+            provisioner.content = CloneService(provisioner, self._snapshots, self._jobs)
+            self._provisioner = provisioner
         return self._provisioner
 
     def snapshots(self) -> SnapshotService:
-        if self._snapshots is None:
-            self._jobs = CopyJobs(workers=1)
-            self._snapshots = SnapshotService(self.provisioner(), self._jobs)
+        self.provisioner()
+        assert self._snapshots is not None  # noqa: S101 - made with the provisioner
         return self._snapshots
 
     def finish_create(self, record: VolumeRecord) -> None:

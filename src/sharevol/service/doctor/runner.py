@@ -117,10 +117,10 @@ def _run_check(check: RegisteredCheck, context: DoctorContext) -> list[Finding]:
     pool_check = check.pool_check
     assert pool_check is not None  # noqa: S101 - every check has one of the two
     for scan in context.scans:
+        if not check.applies(scan):
+            continue
         if check.needs_data and not scan.usable:
             results.append(Finding(check.name, scan.name, "ok", "", "skipped: pool unusable"))
-            continue
-        if not check.applies(scan):
             continue
         results.extend(_guarded(check, scan.name, partial(_listed, pool_check, scan)))
     return results
