@@ -217,9 +217,10 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> int:
     image_size = int(data_total * 1.5) + 2 * GiB
     env = environment(args, workdir)
     timings: list[Timing] = []
-    with btrfs_image(workdir, image_size) as btrfs_root, xfs_image(
-        workdir, image_size + base
-    ) as xfs_root:
+    with (
+        btrfs_image(workdir, image_size) as btrfs_root,
+        xfs_image(workdir, image_size + base) as xfs_root,
+    ):
         config = ServerConfig(
             pools=(PoolConfig(name="btrfs", path=btrfs_root, kind="btrfs"),
                    PoolConfig(name="xfs", path=xfs_root, kind="plain")),
@@ -312,8 +313,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", action="store_true", help="also time 4x the data")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     parser.add_argument("--check", action="store_true", help="exit 3 when a target fails")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the sparse images go (default: a new folder in $TMPDIR)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the sparse images go (default: a new folder in $TMPDIR)",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     if args.gib <= 0 or args.files < 1 or args.repeat < 1:
         parser.error("--gib must be positive, --files and --repeat at least 1")

@@ -13,7 +13,7 @@ from sharevol.pools.base import ContentRef, Pool
 from sharevol.pools.btrfs import BtrfsPool
 from sharevol.pools.plain import PlainPool
 from sharevol.sys import btrfs
-from sharevol.sys.tree_copy import CopyControl
+from sharevol.sys.copy_control import CopyControl
 from tests.support import trees
 
 pytestmark = pytest.mark.root("mkfs.xfs", "mkfs.ext4")

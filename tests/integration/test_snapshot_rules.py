@@ -171,9 +171,7 @@ def test_delete_snapshot_without_id_is_invalid_argument(stubs: Stubs) -> None:
 
 
 @pytest.mark.parametrize("pool", ["fast", "xfs", "slow"])
-def test_snapshots_outlive_their_source_volume(
-    served: tuple[CsiServer, Stubs], pool: str
-) -> None:
+def test_snapshots_outlive_their_source_volume(served: tuple[CsiServer, Stubs], pool: str) -> None:
     server, stubs = served
     source = make_volume(stubs, "data", pool)
     (volume_path(stubs, "data") / "file").write_text("kept\n")

@@ -16,7 +16,7 @@ COPY_TIMEOUT = 120.0
 
 
 def three_pools(btrfs_fs: Path, xfs_fs: Path, ext4_fs: Path) -> ServerConfig:
-    """"fast": btrfs (subvolume snapshots); "xfs": plain on XFS (reflink); "slow": plain on
+    """ "fast": btrfs (subvolume snapshots); "xfs": plain on XFS (reflink); "slow": plain on
     ext4 (real copies in the background)."""
     return ServerConfig(
         pools=(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from sharevol.service.copy_jobs import CopyJobs
-from sharevol.sys.tree_copy import CopyCancelled, CopyControl
+from sharevol.sys.copy_control import CopyCancelled, CopyControl
 
 
 @pytest.fixture

@@ -22,3 +22,17 @@ def failed_tests(junit: Path) -> list[str]:
             message = (problem.get("message") or "").strip().splitlines()
             failed.append(f"{where} [{kind}]: {message[0] if message else ''}")
     return failed
+
+
+def outcome_counts(junit: Path) -> str:
+    """`25 tests: 24 passed, 1 failed, 0 skipped` from the root suite, for the run's log line."""
+    try:
+        tree = ET.parse(junit)  # noqa: S314 (our own guest wrote it)
+    except (ET.ParseError, OSError) as exc:
+        return f"no readable {junit.name}: {exc}"
+    cases = list(tree.iter("testcase"))
+    failed = sum(1 for case in cases if case.find("failure") is not None
+                 or case.find("error") is not None)  # fmt: skip
+    skipped = sum(1 for case in cases if case.find("skipped") is not None)
+    passed = len(cases) - failed - skipped
+    return f"{len(cases)} tests: {passed} passed, {failed} failed, {skipped} skipped"

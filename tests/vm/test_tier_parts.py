@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import in_ci
 from tests.vm import kernel, runner
 from tests.vm.guest import CMDLINE_MARKER, NotInVm, in_vm, vm_disk_path
-from tests.vm.junit import failed_tests
+from tests.vm.junit import failed_tests, outcome_counts
 
 
 def fake_guest(tmp_path: Path, cmdline: str, disks: dict[str, str]) -> dict[str, Path]:
@@ -72,6 +72,13 @@ def test_failed_guest_tests_are_named_from_junit(tmp_path: Path) -> None:
         "tests.vm.test_xfs::test_limit [failure]: assert 5 == 4",
         "tests.vm.test_ext4::test_boom [error]: fixture broke",
     ]
+    assert outcome_counts(junit) == "3 tests: 1 passed, 2 failed, 0 skipped"
+
+
+def test_unreadable_junit_is_said_not_hidden(tmp_path: Path) -> None:
+    (tmp_path / "junit.xml").write_text("<testsuites><testcase")
+    assert failed_tests(tmp_path / "junit.xml")[0].startswith("(unreadable junit.xml")
+    assert outcome_counts(tmp_path / "missing.xml").startswith("no readable missing.xml")
 
 
 def test_job_script_quotes_arguments_and_writes_rc_atomically(tmp_path: Path) -> None:

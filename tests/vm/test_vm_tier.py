@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import in_ci
 from tests.vm.guest import in_vm
+from tests.vm.junit import outcome_counts
 from tests.vm.kernel import KernelUnavailable, guest_kernel
 from tests.vm.runner import VmJob, run_vm, unavailable
 
@@ -43,7 +44,7 @@ def test_vm_suite_passes_inside_the_guest(tmp_path: Path) -> None:
     result = run_vm(VmJob(("tests/vm",), GUEST_TIMEOUT), tmp_path, kernel)
     print(
         f"VM tier: kernel {kernel.release} ({'built now' if kernel.built else 'cached'}), "
-        f"VM run {result.seconds:.1f} s",
+        f"VM run {result.seconds:.1f} s, {outcome_counts(result.job_dir / 'junit.xml')}",
         file=sys.stderr,
     )
     if not result.ok:

@@ -164,6 +164,10 @@ class SnapshotRecord(BaseModel):
     source_volume_id: str
     size_bytes: int
     """The source's capacity when the snapshot was cut: CSI size_bytes, the smallest restore."""
+    source_kind: VolumeKind = "directory"
+    """The source volume's kind; a restore must be of the same kind (and filesystem), so that
+    a tenant's raw block bytes are never mounted as a filesystem on a node."""
+    source_fs_type: str = ""
     data_bytes: int = 0
     """Bytes of file data in the snapshot (allocated, holes excluded); known once ready."""
     method: SnapshotMethod

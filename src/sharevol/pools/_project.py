@@ -35,6 +35,7 @@ from sharevol.pools.base import (
 )
 from sharevol.pools.plain import DELETING_PREFIX, PlainPool
 from sharevol.pools.snapshots import TreeSnapshots
+from sharevol.sys.copy_control import CopyControl
 from sharevol.sys.quota import (
     Interface,
     ProjectQuotas,
@@ -44,7 +45,6 @@ from sharevol.sys.quota import (
 )
 from sharevol.sys.statfs import filesystem_type, statvfs_with_deadline
 from sharevol.sys.tree import remove_tree, tree_usage
-from sharevol.sys.tree_copy import CopyControl
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from sharevol.catalog.records import SnapshotMethod
 from sharevol.errors import InvalidArgument
-from sharevol.sys.tree_copy import CopyControl
+from sharevol.sys.copy_control import CopyControl
 
 VOLUMES_DIR = "volumes"
 ARCHIVE_DIR = "archive"

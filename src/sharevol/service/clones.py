@@ -20,7 +20,7 @@ from sharevol.service.copy_jobs import CopyJobs
 from sharevol.service.ids import check_id_length, parse_volume_id
 from sharevol.service.provisioning import Provisioner
 from sharevol.service.snapshots import SnapshotService, snapshot_job_key, volume_source_key
-from sharevol.sys.tree_copy import CopyCancelled, CopyControl
+from sharevol.sys.copy_control import CopyCancelled, CopyControl
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class CloneService:
                 snapshot.size_bytes,
                 ContentRef("snapshot", snapshot.directory),
                 snapshot_job_key(snapshot.snapshot_id),
+                snapshot.source_kind,
+                snapshot.source_fs_type,
             )
         volume = self._provisioner.index.get(source.source_id)
         if volume is None or volume.state != "ready":
@@ -68,6 +70,8 @@ class CloneService:
             volume.capacity_bytes,
             ContentRef("volume", volume.directory),
             volume_source_key(volume.volume_id),
+            volume.kind,
+            volume.fs_type,
         )
 
     def populate(self, record: VolumeRecord) -> dict[str, int | str]:

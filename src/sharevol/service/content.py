@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from sharevol.catalog.records import ContentSource, VolumeRecord
+from sharevol.catalog.records import ContentSource, VolumeKind, VolumeRecord
 from sharevol.pools.base import ContentRef
 
 
@@ -22,6 +22,8 @@ class Origin:
     size_bytes: int
     ref: ContentRef
     reader_key: str
+    kind: VolumeKind = "directory"
+    fs_type: str = ""
 
 
 class ContentHook(Protocol):

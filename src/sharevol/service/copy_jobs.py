@@ -17,7 +17,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from sharevol.sys.tree_copy import CopyCancelled, CopyControl, Gate
+from sharevol.sys.copy_control import CopyCancelled, CopyControl, Gate
 
 log = logging.getLogger(__name__)
 

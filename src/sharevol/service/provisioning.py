@@ -31,7 +31,13 @@ from sharevol.service.exports import nfs_context
 from sharevol.service.file_limits import FileLimits
 from sharevol.service.hooks import VolumeHook, retire_quietly
 from sharevol.service.ids import check_id_length, new_volume_ref, parse_volume_id
-from sharevol.service.images import ImageFiles, fit_capacity, quota_limit_bytes, volume_layout
+from sharevol.service.images import (
+    ImageFiles,
+    Layout,
+    fit_capacity,
+    quota_limit_bytes,
+    volume_layout,
+)
 from sharevol.service.index import VolumeIndex
 from sharevol.service.locate import PoolHandle
 from sharevol.service.naming import render_directory
@@ -142,7 +148,7 @@ class Provisioner:
             return existing if existing.state == "ready" else self._finish(existing)
         if request.content_source is not None:  # restore or clone: the source decides
             pool_name, capacity = self._content_origin(
-                request.content_source, request, params.pool
+                request.content_source, request, params.pool, layout
             )
             handle = self._pools[pool_name]
         topology = self._topology(handle, request)
@@ -216,11 +222,20 @@ class Provisioner:
         return self.content
 
     def _content_origin(
-        self, source: ContentSource, request: CreateRequest, pool_param: str | None
+        self,
+        source: ContentSource,
+        request: CreateRequest,
+        pool_param: str | None,
+        layout: Layout,
     ) -> tuple[str, int]:
         """Pool and size of a restore or clone: the source's pool, at least the source's size
-        (the source's size when no capacity is asked)."""
+        (the source's size when no capacity is asked), and the source's kind of volume."""
         origin = self._content_hook().resolve(source)
+        if (origin.kind, origin.fs_type) != (layout.kind, layout.fs_type):
+            raise InvalidArgument(
+                f"the source is a {origin.kind} volume{_fs(origin.fs_type)}; a restore or clone "
+                f"must be one too, not a {layout.kind} volume{_fs(layout.fs_type)}"
+            )
         if pool_param and pool_param != origin.pool:
             raise InvalidArgument(
                 f"the source is in pool {origin.pool!r}: a restore or clone is made in the "
@@ -456,3 +471,7 @@ def volume_context(record: VolumeRecord) -> dict[str, str]:
         f"{CONTEXT_PREFIX}onDelete": record.on_delete.value,
         **nfs_context(record),
     }
+
+
+def _fs(fs_type: str) -> str:
+    return f" ({fs_type})" if fs_type else ""

@@ -33,7 +33,7 @@ from sharevol.service.locate import PoolHandle
 from sharevol.service.params import check_map_size
 from sharevol.service.provisioning import Provisioner
 from sharevol.service.snapshot_index import SnapshotIndex
-from sharevol.sys.tree_copy import CopyCancelled, CopyControl
+from sharevol.sys.copy_control import CopyCancelled, CopyControl
 from sharevol.units import format_size
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,8 @@ class SnapshotService:
             directory=ref.uuid,
             source_volume_id=source.volume_id,
             size_bytes=source.capacity_bytes,
+            source_kind=source.kind,
+            source_fs_type=source.fs_type,
             method=capabilities.snapshot_method,
             parameters=dict(parameters),
         )

@@ -15,12 +15,23 @@ import errno
 import logging
 import os
 import stat
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sharevol.errors import Aborted, Internal, ResourceExhausted
+from sharevol.errors import Internal, ResourceExhausted
+from sharevol.sys.copy_control import CopyCancelled, CopyControl, Gate
+
+__all__ = [
+    "CopyCancelled",
+    "CopyControl",
+    "CopyResult",
+    "DataCopier",
+    "Gate",
+    "copy_tree",
+    "data_bytes_of",
+    "sync_filesystem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,80 +41,6 @@ _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
 _SKIPPED_XATTR_ERRORS = (errno.ENOTSUP, errno.EOPNOTSUPP)
-
-
-class CopyCancelled(Aborted):
-    """The copy was cancelled (DeleteSnapshot of a snapshot being copied, server stop)."""
-
-
-class Gate:
-    """Lets copies run, or holds them at their next checkpoint until opened again.
-
-    Shared by every copy of a job runner; tests close it to keep a copy "in progress"
-    deterministically instead of racing a fast copy."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._open = True
-
-    def close(self) -> None:
-        with self._cond:
-            self._open = False
-
-    def open(self) -> None:
-        with self._cond:
-            self._open = True
-            self._cond.notify_all()
-
-    def wake(self) -> None:
-        """Wake waiters so they can notice a cancellation."""
-        with self._cond:
-            self._cond.notify_all()
-
-    def wait(self, cancelled: Callable[[], bool]) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: self._open or cancelled())
-
-
-class CopyControl:
-    """Progress and cancellation of one long copy, shared by the copying thread and readers."""
-
-    def __init__(self, gate: Gate | None = None) -> None:
-        self._gate = gate or Gate()
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._done = 0
-        self._total = 0
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-        self._gate.wake()
-
-    @property
-    def cancelled(self) -> bool:
-        with self._lock:
-            return self._cancelled
-
-    def checkpoint(self) -> None:
-        """Wait while the gate is closed; raise CopyCancelled once cancelled."""
-        self._gate.wait(lambda: self.cancelled)
-        if self.cancelled:
-            raise CopyCancelled("the copy was cancelled")
-
-    def set_total(self, total_bytes: int) -> None:
-        with self._lock:
-            self._total = total_bytes
-
-    def advance(self, nbytes: int) -> None:
-        with self._lock:
-            self._done += nbytes
-
-    @property
-    def progress(self) -> tuple[int, int]:
-        """(bytes done, bytes in all); done never exceeds the total."""
-        with self._lock:
-            return min(self._done, self._total), self._total
 
 
 DataCopier = Callable[[int, int, CopyControl | None], None]
