@@ -57,9 +57,13 @@ def test_output_goes_to_the_log_file(tmp_path: Path) -> None:
 
 def test_kill_stale_kills_only_a_process_carrying_the_marker(tmp_path: Path) -> None:
     marker = str(tmp_path / "ours.conf")
-    ours = Daemon(["sh", "-c", "sleep 600; :", marker], log_path=tmp_path / "a")
+    ready = tmp_path / "ready"
+    ours = Daemon(["sh", "-c", f"touch {ready}; sleep 600; :", marker], log_path=tmp_path / "a")
     other = Daemon(["sleep", "601"], log_path=tmp_path / "b")
     try:
+        deadline = time.monotonic() + 10  # past the execs: mid-exec, /proc cmdline reads empty
+        while not ready.exists() and time.monotonic() < deadline:
+            wait_pidfd(ours.pidfd, 0.01)
         (tmp_path / "ours.pid").write_text(f"{ours.pid}\n")
         (tmp_path / "other.pid").write_text(f"{other.pid}\n")
 

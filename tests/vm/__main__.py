@@ -74,4 +74,8 @@ def _remove_workdir(workdir: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # run_vm has stopped qemu and virtiofsd by now
+        print("vm-tier: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -24,7 +25,7 @@ GUEST_TIMEOUT = 900.0
 """Whole VM run; a warm run takes well under a minute here (docs/vm-tier.md has the numbers)."""
 
 
-def _cannot_run(reason: str) -> None:
+def _cannot_run(reason: str) -> NoReturn:
     """Skip saying why, or fail in CI, where the VM tier must run."""
     if in_ci():
         pytest.fail(f"{reason} (CI=true: the VM tier must run, not skip)", pytrace=False)
