@@ -97,9 +97,9 @@ def test_a_daemon_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
             "import sys, time\n"
             "from pathlib import Path\n"
             "from sharevol.sys.daemon import Daemon\n"
-            f"d = Daemon(['sleep', '600'], log_path=Path({str(tmp_path / 'child')!r}))\n"
+            f"d = Daemon(['sleep', '120'], log_path=Path({str(tmp_path / 'child')!r}))\n"
             f"Path({str(pid_file)!r}).write_text(str(d.pid))\n"
-            "time.sleep(600)\n",
+            "time.sleep(120)\n",  # both end by themselves if this test is interrupted
         ],
         log_path=tmp_path / "parent",
         die_with_parent=False,
@@ -110,6 +110,10 @@ def test_a_daemon_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     child = int(pid_file.read_text())
     child_fd = os.pidfd_open(child)
     try:
+        # Past setpriv's prctl and exec (the real server lives far longer than that).
+        cmdline = Path(f"/proc/{child}/cmdline")
+        while not cmdline.read_bytes().startswith(b"sleep") and time.monotonic() < deadline:
+            wait_pidfd(child_fd, 0.01)
         os.kill(parent.pid, signal.SIGKILL)
 
         assert wait_pidfd(child_fd, 10), "the daemon outlived the process that started it"
