@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from sharevol.cli import up_cmd
 from sharevol.errors import FailedPrecondition
+from sharevol.pools.config import PoolConfig, ServerConfig
 from sharevol.service.embedded import EmbeddedResult
 
 
@@ -77,19 +78,11 @@ def test_up_writes_pools_yaml_serves_all_modes_and_detaches_on_sigterm(
     outcome, pool, servers = _run_up(monkeypatch, tmp_path, result, users=[])
 
     assert outcome.exit_code == 0, outcome.output
-    config = yaml.safe_load((tmp_path / "pools.yaml").read_text())
-    assert config == {
-        "pools": [
-            {
-                "name": "default",
-                "path": str(tmp_path / "pool"),
-                "kind": "btrfs",
-                "node_local": False,
-                "overcommit": 1.0,
-            }
-        ],
-        "default_pool": "default",
-    }
+    config = ServerConfig.model_validate(yaml.safe_load((tmp_path / "pools.yaml").read_text()))
+    assert config == ServerConfig(
+        pools=(PoolConfig(name="default", path=tmp_path / "pool", kind="btrfs"),),
+        default_pool="default",
+    )
     (server,) = servers
     assert server.kwargs["endpoint"] == f"unix://{tmp_path}/csi.sock"
     assert server.kwargs["mode"] == "all"

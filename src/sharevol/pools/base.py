@@ -46,6 +46,9 @@ class PoolCapabilities:
     snapshot_method: SnapshotMethod = "copy"
     """How snapshots and clones are made: btrfs snapshot, reflink copy (both instant), or a
     real copy that the service runs in the background."""
+    remote_share: bool = False
+    """The pool is an NFS share that sharevol mounts (pool kind `nfs`): nodes mount a directory
+    volume's own folder from the server instead of binding it from a local pool."""
 
 
 @dataclass(frozen=True)
