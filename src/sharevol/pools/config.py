@@ -3,10 +3,16 @@
     pools:
       - name: fast
         path: /srv/sharevol/fast      # a mounted filesystem; kind detected when omitted
-        kind: btrfs                   # auto | btrfs | xfs | ext4 | plain
+        kind: btrfs                   # auto | btrfs | xfs | ext4 | plain | nfs
         node_local: false             # true pins volumes to this node (topology)
         overcommit: 1.0               # provisioned sizes may reach total x overcommit
         enforce_quota: true           # xfs/ext4: false starts even with project quota off
+      - name: nas                     # an NFS share you already run (kind nfs)
+        kind: nfs
+        path: /var/lib/sharevol/shares/nas   # where sharevol mounts the share (empty dir)
+        server: 192.168.30.147
+        share: /data/k8s
+        mount_options: [hard]         # added to vers=4.1 (port=N picks another port)
     default_pool: fast
     nfs:                              # optional: the managed NFS server (NFS-Ganesha)
       bind: 0.0.0.0                   # address Ganesha listens on
@@ -27,8 +33,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sharevol.errors import InvalidArgument
+from sharevol.sys.nfs_mount import check_export_path, check_server, merge_options
 
-PoolKind = Literal["auto", "btrfs", "xfs", "ext4", "plain"]
+PoolKind = Literal["auto", "btrfs", "xfs", "ext4", "plain", "nfs"]
 
 
 class PoolConfig(BaseModel):
@@ -45,12 +52,40 @@ class PoolConfig(BaseModel):
     """xfs/ext4: refuse to start when the filesystem does not enforce project quotas; with
     false the pool starts anyway and reports its volumes' sizes as not enforced."""
 
+    server: str | None = None
+    """kind nfs: the NFS server of the share (IP address or DNS name)."""
+    share: str | None = None
+    """kind nfs: the exported path on that server; `path` is where sharevol mounts it."""
+    mount_options: tuple[str, ...] = ()
+    """kind nfs: `mount -t nfs4 -o` options of the controller's mount and of the nodes'."""
+
     @field_validator("path")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         if not value.is_absolute():
             raise ValueError(f"pool path {value} must be absolute")
         return value
+
+    @model_validator(mode="after")
+    def _share_fields(self) -> PoolConfig:
+        """kind nfs needs server and share (checked like a static PV's); others have none."""
+        if self.kind != "nfs":
+            if self.server is not None or self.share is not None or self.mount_options:
+                raise ValueError(
+                    f"pool {self.name}: server, share and mount_options are for kind: nfs"
+                )
+            return self
+        if not self.server or not self.share:
+            raise ValueError(f"pool {self.name}: kind nfs needs server and share")
+        if self.node_local:
+            raise ValueError(f"pool {self.name}: an NFS share cannot be node_local")
+        try:
+            check_server(self.server)
+            check_export_path(self.share)
+            merge_options(self.mount_options)
+        except InvalidArgument as exc:
+            raise ValueError(f"pool {self.name}: {exc}") from exc
+        return self
 
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -132,6 +167,13 @@ class ServerConfig(BaseModel):
         unknown = [p for p in (self.nfs.pools or ()) if p not in names] if self.nfs else []
         if unknown:
             raise ValueError(f"nfs.pools names unknown pools {unknown}; pools are {names}")
+        shares = {p.name for p in self.pools if p.kind == "nfs"}
+        reexported = [p for p in (self.nfs.pools or ()) if p in shares] if self.nfs else []
+        if reexported:
+            raise ValueError(
+                f"nfs.pools names NFS share pools {reexported}: nodes mount those shares "
+                "directly, Ganesha does not re-export them"
+            )
         return self
 
     def nfs_pools(self) -> tuple[str, ...]:
@@ -140,7 +182,7 @@ class ServerConfig(BaseModel):
             return ()
         if self.nfs.pools is not None:
             return self.nfs.pools
-        return tuple(p.name for p in self.pools if not p.node_local)
+        return tuple(p.name for p in self.pools if not p.node_local and p.kind != "nfs")
 
     @property
     def default(self) -> str:

@@ -12,6 +12,7 @@ from sharevol.pools.base import Pool
 from sharevol.pools.btrfs import BtrfsPool
 from sharevol.pools.config import PoolConfig
 from sharevol.pools.ext4 import Ext4Pool
+from sharevol.pools.nfs_share import SharePool
 from sharevol.pools.plain import PlainPool
 from sharevol.pools.xfs import XfsPool
 from sharevol.sys import btrfs
@@ -32,6 +33,10 @@ def make_pool(config: PoolConfig) -> Pool:
         return BtrfsPool(config.name, config.path, node_local=config.node_local)
     if config.kind == "plain":
         return PlainPool(config.name, config.path, node_local=config.node_local)
+    if config.kind == "nfs":
+        assert config.server is not None and config.share is not None  # noqa: S101 - validated
+        return SharePool(config.name, config.path, config.server, config.share,
+                         mount_options=config.mount_options)  # fmt: skip
     if config.kind in PROJECT_POOLS:
         return _project_pool(config, config.kind)
     reason: str | None
