@@ -55,3 +55,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if in_ci():
         pytest.fail(f"{reason} (CI=true: root tests must run, not skip)", pytrace=False)
     pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the host, tests marked `vm` are deselected, not skipped: tests/vm/test_vm_tier.py
+    boots one VM that runs them all, so a green host run has no skips to explain."""
+    from tests.vm.guest import in_vm
+
+    if in_vm():
+        return
+    guest_only = [item for item in items if item.get_closest_marker("vm") is not None]
+    if guest_only:
+        config.hook.pytest_deselected(items=guest_only)
+        items[:] = [item for item in items if item.get_closest_marker("vm") is None]

@@ -1,7 +1,8 @@
 """The `vm` marker policy and the guest fixtures.
 
-A test marked `@pytest.mark.vm` runs only inside the VM tier's guest; on the host it is skipped
-("runs inside the VM tier"), because tests/vm/test_vm_tier.py boots one VM that runs them all.
+A test marked `@pytest.mark.vm` runs only inside the VM tier's guest; on the host it is
+deselected (tests/conftest.py), or skipped when named directly, because
+tests/vm/test_vm_tier.py boots one VM that runs them all.
 Guest tests get their blank disks from `vm_disk(serial)`, never by a /dev/vdX name: on the host
 /dev/vda is the root disk.
 """

@@ -14,6 +14,7 @@ from sharevol.cli.signals import StopSignals
 from sharevol.csi.server import MODES, build_server
 from sharevol.errors import SharevolError
 from sharevol.pools.config import load_config
+from sharevol.sys.nfs_mount import MOUNT_TIMEOUT
 
 
 @click.command()
@@ -71,6 +72,16 @@ from sharevol.pools.config import load_config
     metavar="HOST:PORT",
     help="Serve Prometheus metrics over HTTP there, for example 0.0.0.0:9808 (default: off).",
 )
+@click.option(
+    "--mount-timeout",
+    type=click.FloatRange(min=1.0),
+    envvar="SHAREVOL_MOUNT_TIMEOUT",
+    default=MOUNT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Node: an NFS mount or unmount still running after this is killed (a dead server "
+    "fails the call instead of hanging the plugin).",
+)
 def serve(
     mode: str,
     endpoint: str,
@@ -80,6 +91,7 @@ def serve(
     log_level: str,
     log_format: str,
     metrics_address: str,
+    mount_timeout: float,
 ) -> None:
     """Serve the CSI Identity, Controller and/or Node services on a unix socket."""
     configure_logging(log_level, log_format)
@@ -91,6 +103,7 @@ def serve(
             mode=mode,
             state_dir=state_dir,
             metrics_address=metrics_address or None,
+            mount_timeout=mount_timeout,
         )
     except SharevolError as exc:
         raise click.ClickException(str(exc)) from exc

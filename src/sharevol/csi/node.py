@@ -86,7 +86,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         volume_path = required_path(request.volume_path, "volume_path")
         usage, abnormal, message = self._publisher.stats(volume_id, Path(volume_path))
         Unit = csi_pb2.VolumeUsage
-        if self._publisher.images.is_block(volume_id):
+        if self._publisher.is_block(volume_id):
             # A raw device: its size is known, what is used inside it is not (CSI: BYTES with
             # only `total` set; no inodes).
             return csi_pb2.NodeGetVolumeStatsResponse(

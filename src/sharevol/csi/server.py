@@ -24,7 +24,7 @@ from sharevol.csi.interceptor import ErrorMappingInterceptor, Observer
 from sharevol.csi.locking import KeyLocks
 from sharevol.csi.metrics import MetricsEndpoint, metrics_endpoint
 from sharevol.csi.node import NodeServicer
-from sharevol.errors import FailedPrecondition, InvalidArgument
+from sharevol.errors import FailedPrecondition, InvalidArgument, SharevolError
 from sharevol.pools.config import ServerConfig
 from sharevol.pools.factory import make_pool
 from sharevol.service.clones import CloneService
@@ -39,6 +39,7 @@ from sharevol.service.publications import ControllerPublisher
 from sharevol.service.publishing import NodePublisher
 from sharevol.service.snapshots import SnapshotService
 from sharevol.sys.mounts import SystemMounter
+from sharevol.sys.nfs_mount import MOUNT_TIMEOUT
 from sharevol.sys.runner import SubprocessRunner
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,23 @@ def socket_path(endpoint: str) -> Path:
     return Path(path).absolute()
 
 
-def start_pools(config: ServerConfig) -> dict[str, PoolHandle]:
-    """Start every configured pool (checks, folders) and open its catalog."""
+def start_pools(config: ServerConfig, *, skip_unavailable: bool = False) -> dict[str, PoolHandle]:
+    """Start every configured pool (checks, folders) and open its catalog. With
+    `skip_unavailable` (node mode) a pool that cannot start here is left out, said in the log:
+    a node holds only some pools, and NFS volumes are staged from their volume context."""
     handles: dict[str, PoolHandle] = {}
     for pool_config in config.pools:
         pool = make_pool(pool_config)
-        pool.start()
+        try:
+            pool.start()
+        except (SharevolError, OSError) as exc:
+            if not skip_unavailable:
+                raise
+            log.warning(
+                "pool %s is not available on this node, skipped (its NFS volumes are still "
+                "mounted from their volume context): %s", pool_config.name, exc,
+            )  # fmt: skip
+            continue
         catalog = Catalog(pool.root)
         catalog.ensure()
         handles[pool.name] = PoolHandle(pool, catalog, pool_config.overcommit)
@@ -128,14 +140,16 @@ def build_server(
     state_dir: Path,
     observers: list[Observer] | None = None,
     metrics_address: str | None = None,
+    mount_timeout: float = MOUNT_TIMEOUT,
 ) -> CsiServer:
-    """Everything wired, the socket bound, not yet started."""
+    """Everything wired, the socket bound, not yet started. `mount_timeout` bounds each NFS
+    mount and unmount of the node service."""
     if mode not in MODES:
         raise InvalidArgument(f"mode {mode!r} must be one of {', '.join(MODES)}")
     if not node_id or len(node_id.encode()) > 128:
         raise InvalidArgument("node id must be 1 to 128 bytes")
     path = socket_path(endpoint)
-    handles = start_pools(config)
+    handles = start_pools(config, skip_unavailable=mode == "node")
     node_local = any(h.pool.capabilities.node_local for h in handles.values())
     mounter = SystemMounter(SubprocessRunner())
 
@@ -174,7 +188,9 @@ def build_server(
     if mode in ("all", "node"):
         node_state = state_dir / "node"
         node_state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        publisher = NodePublisher(VolumeLocator(handles), mounter, node_state, node_id)
+        publisher = NodePublisher(
+            VolumeLocator(handles), mounter, node_state, node_id, mount_timeout=mount_timeout
+        )
 
     locks = KeyLocks()
     metrics: MetricsEndpoint | None = None

@@ -41,6 +41,7 @@ from sharevol.service.images import (
 from sharevol.service.index import VolumeIndex
 from sharevol.service.locate import PoolHandle
 from sharevol.service.naming import render_directory
+from sharevol.service.nfs_source import share_context
 from sharevol.service.ownership import RootOwnership
 from sharevol.service.params import check_map_size, parse_parameters
 from sharevol.sys.runner import SubprocessRunner
@@ -470,6 +471,7 @@ def volume_context(record: VolumeRecord) -> dict[str, str]:
         f"{CONTEXT_PREFIX}quota": "enforced" if record.quota_enforced else "not enforced",
         f"{CONTEXT_PREFIX}onDelete": record.on_delete.value,
         **nfs_context(record),
+        **share_context(record),  # volumes of NFS share pools: nodes mount their folder
     }
 
 

@@ -34,9 +34,12 @@ from sharevol.service.mount_points import (
     rmdir_quietly,
     unmount_volume,
 )
+from sharevol.service.nfs_source import NfsSource, nfs_source
 from sharevol.service.node_state import NodeState, PublishRecord, StageRecord
 from sharevol.service.stage_image import ImageStager
+from sharevol.service.stage_nfs import NfsStager
 from sharevol.sys.mounts import MountEntry, Mounter, MountIdentity, identity_of, top_mount_at
+from sharevol.sys.nfs_mount import MOUNT_TIMEOUT
 from sharevol.sys.runner import CommandRunner, SubprocessRunner
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ class NodePublisher:
         state_dir: Path,
         node_id: str,
         runner: CommandRunner | None = None,
+        mount_timeout: float = MOUNT_TIMEOUT,
     ) -> None:
         self._locator = locator
         self._mounter = mounter
@@ -102,6 +106,11 @@ class NodePublisher:
             locator, mounter, runner or SubprocessRunner(), state_dir, node_id, self._state
         )
         """Image and block volumes (loop devices); every method below hands them over."""
+        self.nfs = NfsStager(
+            mounter, self.images.runner, state_dir, node_id, self._state,
+            mount_timeout=mount_timeout,
+        )  # fmt: skip
+        """NFS volumes (kernel client mounts, from the volume context alone)."""
 
     # ---- stage / unstage -------------------------------------------------------------------
 
@@ -114,6 +123,10 @@ class NodePublisher:
     ) -> None:
         """Bind the volume's directory onto `staging_path` (read-only for reader-only modes).
         Already staged identically: OK. Something else or other parameters there: AlreadyExists."""
+        source = self._nfs_source(volume_id, volume_context)
+        if source is not None:
+            self.nfs.stage(volume_id, staging_path, capability, source)
+            return
         volume = self._locate_for_use(volume_id, capability)
         if volume.record.kind != "directory":
             self.images.stage(volume, staging_path, capability)
@@ -190,6 +203,8 @@ class NodePublisher:
     def unstage(self, volume_id: str, staging_path: StrPath) -> None:
         """Unmount the stage (verified); not staged: OK. The staging dir itself belongs to the
         CO and stays."""
+        if self.nfs.unstage(volume_id, staging_path):
+            return
         if self.images.unstage(volume_id, staging_path):
             return
         staging = canonical_path(staging_path, "staging_target_path")
@@ -221,11 +236,15 @@ class NodePublisher:
     ) -> None:
         """Bind the staged volume onto `target_path`, which this creates (a directory).
         Read-only when `readonly` is set or the access mode is a reader-only one."""
-        volume = self._locate_for_use(volume_id, capability)
         if os.fspath(staging_path) in ("", "."):
             raise FailedPrecondition(
                 "staging_target_path is required: this driver stages volumes (STAGE_UNSTAGE)"
             )
+        if self._nfs_source(volume_id, volume_context) is not None:
+            self.nfs.publish(volume_id, staging_path, target_path, capability, readonly,
+                             self._check_other_targets)  # fmt: skip
+            return
+        volume = self._locate_for_use(volume_id, capability)
         if volume.record.kind != "directory":
             self.images.publish(
                 volume, staging_path, target_path, capability, readonly, self._check_other_targets
@@ -364,6 +383,9 @@ class NodePublisher:
         """Unmount every mount of the volume at `target_path` (verified), then remove the
         directory (or file) publish created. Nothing there: OK. Something else there:
         FailedPrecondition, left alone. Never a recursive delete."""
+        if self.nfs.owns_publication(volume_id, target_path):
+            self.nfs.unpublish(volume_id, target_path)
+            return
         target = canonical_path(target_path, "target_path")
         record = self._state.publication(target)
         expected = self._expected_identities(volume_id, record)
@@ -378,6 +400,9 @@ class NodePublisher:
     def stats(self, volume_id: str, volume_path: StrPath) -> tuple[VolumeUsage, bool, str]:
         """Usage of a volume staged or published at `volume_path`, and whether it is abnormal
         (directory gone on the pool, or the path no longer holds the volume) with a message."""
+        nfs_stats = self.nfs.stats(volume_id, volume_path)
+        if nfs_stats is not None:
+            return nfs_stats
         volume = self._locator.locate(volume_id)
         if volume.record.kind != "directory":
             return self.images.stats(volume, volume_path)
@@ -434,7 +459,28 @@ class NodePublisher:
                 )
         return sorted(live)
 
+    def is_block(self, volume_id: str) -> bool:
+        """Whether the volume is a raw block volume (NFS and static volumes never are)."""
+        try:
+            return self.images.is_block(volume_id)
+        except NotFound:
+            return False
+
     # ---- shared steps ----------------------------------------------------------------------
+
+    def _nfs_source(self, volume_id: str, volume_context: Mapping[str, str]) -> NfsSource | None:
+        """Where to mount the volume from over NFS, or None to bind it from a local pool: a
+        directory volume of a pool this node serves is bound, unless that pool is itself an
+        NFS share (nodes mount a share's volume folder directly)."""
+        source = nfs_source(volume_id, volume_context)
+        if source is None or source.static:
+            return source
+        try:
+            volume = self._locator.locate(volume_id)
+        except NotFound:
+            return source
+        local = not volume.pool.capabilities.remote_share
+        return None if local and volume.record.kind == "directory" else source
 
     def _locate_for_use(self, volume_id: str, capability: Capability) -> LocatedVolume:
         """The volume, if the requested capability is within what it was created with."""
