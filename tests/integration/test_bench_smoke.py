@@ -66,6 +66,7 @@ def test_benchmark_prints_table_and_json_and_cleans_up(workdir: Path) -> None:
     assert sorted(p["name"] for p in figures["phases"]) == sorted(PHASES)
     assert all(p["ops"] == 20 and p["ops_per_s"] > 0 for p in figures["phases"])
     assert {type(t["pass"]) for t in figures["targets"]} == {bool}
+    assert figures["context"]["budget_ms_per_cycle_at_target"] > 0
     assert leftovers(workdir) == []
 
 

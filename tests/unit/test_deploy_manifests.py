@@ -268,6 +268,72 @@ def test_sharevol_metrics_port_is_declared_and_annotated_for_scraping(name: str)
         assert annotations.get("prometheus.io/port") == str(port)
 
 
+def test_serve_has_the_metrics_and_log_options_the_manifests_pass() -> None:
+    """The manifests run `serve --metrics-address=... --log-format=json`: both are click options
+    of sharevol.cli.serve_cmd (an unknown one would crash-loop every pod)."""
+    options = {opt: param for param in serve.params for opt in param.opts}
+    metrics, log_format = options["--metrics-address"], options["--log-format"]
+    assert metrics.name == "metrics_address" and metrics.default == ""  # off unless asked
+    assert isinstance(log_format.type, click.Choice)
+    assert "json" in log_format.type.choices
+    context = serve.make_context(
+        "serve", ["--config=/p.yaml", "--metrics-address=:29871", "--log-format=json"]
+    )
+    assert parse_address(context.params["metrics_address"])[1] == 29871
+
+
+LISTEN_FLAGS = ("--metrics-address=", "--http-endpoint=", "--health-port=")
+"""Flags by which sharevol and the CSI sidecars open a listening TCP port."""
+
+
+def listened_ports(workload: Document) -> list[int]:
+    """The TCP ports the pod's containers open by their listen flags (`[host]:port`)."""
+    return [
+        int(arg[len(flag) :].rsplit(":", 1)[-1])
+        for container in containers(workload).values()
+        for arg in container.get("args", [])
+        for flag in LISTEN_FLAGS
+        if arg.startswith(flag)
+    ]
+
+
+def declared_ports(workload: Document) -> list[int]:
+    return [
+        port["containerPort"]
+        for container in containers(workload).values()
+        for port in container.get("ports", [])
+    ]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_ports_are_declared_and_do_not_collide_on_one_host(name: str) -> None:
+    """Every pod here uses the host network, and a node runs the node plugin beside the
+    controller (or the provisioner): each listening port must be one role's alone."""
+    owners: dict[int, str] = {}
+    documents = overlay(name)
+    nfs = pools_config(named(documents, "ConfigMap", "sharevol-config")).nfs
+    for workload in documents:
+        if workload["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        assert workload["spec"]["template"]["spec"].get("hostNetwork") is True, describe(workload)
+        listened = listened_ports(workload)
+        assert len(listened) == len(set(listened)), f"{describe(workload)}: {listened}"
+        declared = declared_ports(workload)
+        assert len(declared) == len(set(declared)), f"{describe(workload)}: {declared}"
+        assert set(listened) <= set(declared), f"{describe(workload)}: undeclared ports"
+        for port in declared:
+            assert port not in owners, f"port {port}: {owners.get(port)} and {describe(workload)}"
+            owners[port] = describe(workload)
+    if nfs is not None and nfs.enabled:
+        assert owners.get(nfs.port) == "StatefulSet/sharevol-nfs", owners
+    metrics = {
+        workload: [int(a.rsplit(":", 1)[1]) for a in argv if a.startswith("--metrics-address=")]
+        for workload, argv in sharevol_commands(documents)
+    }
+    assert all(len(ports) == 1 for ports in metrics.values()), metrics
+    assert len({ports[0] for ports in metrics.values()}) == len(metrics), metrics
+
+
 def test_nas_share_is_the_same_in_controller_and_nodes_and_mounted_at_the_pool() -> None:
     """The share is written in two pod specs; both must name it alike and mount it where
     pools.yaml says the pool is."""

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from sharevol.errors import CommandFailed, Internal, InvalidArgument
-from sharevol.sys import nfs_mount
 from sharevol.sys.fake import FakeRunner
 from sharevol.sys.nfs_mount import (
     Health,
@@ -184,7 +183,7 @@ def test_probe_names_a_stale_handle(monkeypatch: pytest.MonkeyPatch) -> None:
     def stale(path: str) -> os.statvfs_result:
         raise OSError(errno.ESTALE, "Stale file handle")
 
-    monkeypatch.setattr(nfs_mount.os, "statvfs", stale)
+    monkeypatch.setattr(os, "statvfs", stale)
     assert probe("/stale-here", timeout=5).health is Health.STALE
 
 
@@ -195,7 +194,7 @@ def test_probe_of_a_hung_server_answers_in_time(monkeypatch: pytest.MonkeyPatch)
         release.wait(30)
         raise OSError(errno.EIO, "gone")
 
-    monkeypatch.setattr(nfs_mount.os, "statvfs", hang)
+    monkeypatch.setattr(os, "statvfs", hang)
     try:
         result = probe("/hung-here-unit", timeout=0.2)
     finally:

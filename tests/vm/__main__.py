@@ -17,7 +17,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sharevol.sys.statfs import mounts_under
 from tests.vm.kernel import KernelUnavailable, guest_kernel
+from tests.vm.nfs_host import ENV_SPEC, host_nfs
 from tests.vm.runner import DEFAULT_TIMEOUT, NFS_PORT, VmJob, run_vm, unavailable
 
 
@@ -49,9 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"in {time.monotonic() - started:.1f} s"
     )
     workdir = Path(tempfile.mkdtemp(prefix="sharevol-vm-"))
-    job = VmJob(tuple(args.pytest_args), args.timeout, nfs_port=args.nfs_port, console=sys.stdout)
     try:
-        result = run_vm(job, workdir, kernel)
+        with host_nfs(workdir / "nfs") as nfs:  # the guest NFS tests' server (tests/vm/nfs_host)
+            port = nfs.port if nfs.env.get(ENV_SPEC) else args.nfs_port
+            job = VmJob(tuple(args.pytest_args), args.timeout, nfs_port=port, env=nfs.env,
+                        console=sys.stdout)  # fmt: skip
+            result = run_vm(job, workdir, kernel)
         print(f"vm-tier: {result.report(console=False)}")
         print(f"vm-tier: total {time.monotonic() - started:.1f} s (kernel, compile, VM)")
     finally:
@@ -69,6 +74,9 @@ def _remove_workdir(workdir: Path) -> None:
         shutil.rmtree(job_dir)
     for name in ("console.log", "virtiofsd.log"):
         (workdir / name).unlink(missing_ok=True)
+    nfs_dir = workdir / "nfs"  # the host NFS server's state, pool image and logs
+    if nfs_dir.exists() and not mounts_under(nfs_dir):
+        shutil.rmtree(nfs_dir)
     with contextlib.suppress(OSError):  # something unexpected is left: keep it for a look
         workdir.rmdir()
 

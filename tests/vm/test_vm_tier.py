@@ -17,6 +17,7 @@ from tests.conftest import in_ci
 from tests.vm.guest import in_vm
 from tests.vm.junit import outcome_counts
 from tests.vm.kernel import KernelUnavailable, guest_kernel
+from tests.vm.nfs_host import host_nfs
 from tests.vm.runner import VmJob, run_vm, unavailable
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -42,7 +43,10 @@ def test_vm_suite_passes_inside_the_guest(tmp_path: Path) -> None:
         kernel = guest_kernel()
     except KernelUnavailable as exc:
         _cannot_run(str(exc))
-    result = run_vm(VmJob(("tests/vm",), GUEST_TIMEOUT), tmp_path, kernel)
+    with host_nfs(tmp_path / "nfs") as nfs:  # Ganesha + sharevol for the guest's NFS tests
+        job = VmJob(("tests/vm",), GUEST_TIMEOUT, nfs_port=nfs.port, env=nfs.env)
+        (tmp_path / "vm").mkdir()
+        result = run_vm(job, tmp_path / "vm", kernel)
     print(
         f"VM tier: kernel {kernel.release} ({'built now' if kernel.built else 'cached'}), "
         f"VM run {result.seconds:.1f} s, {outcome_counts(result.job_dir / 'junit.xml')}",

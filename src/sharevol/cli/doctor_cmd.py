@@ -77,12 +77,17 @@ def doctor(
     \b
     Pools: filesystem, quotas, snapshot method, folders, free space.
     Volumes: data without a record, records without data, creates or deletes left half done,
-    qgroup limits that differ from the record, stale qgroups (btrfs).
-    Snapshots and NFS exports: the same, for their records.
+    qgroup limits that differ from the record, stale qgroups (btrfs); project IDs and limits
+    that differ from the record, shared or unrecorded project IDs (XFS, ext4).
+    Snapshots and NFS exports: the same, for their records; with a running managed NFS
+    server, what Ganesha serves against the records.
 
     --fix repairs only what is safe: it sets limits again, finishes stuck records the way a CO
-    retry would, drops stale qgroups and creates missing folders. It never deletes data that no
-    record owns. Run it with the controller stopped, or while the COs are quiet."""
+    retry would, drops stale qgroups, creates missing folders, gives a volume folder its
+    recorded project ID back when nothing else holds it, and removes live exports whose volume
+    record is gone or re-adds missing ones. It never deletes data that no
+    record owns. Run it with the controller stopped, or while the COs are quiet (the
+    NFS export repairs need the controller running)."""
     if config_path is None:
         if not UP_CONFIG.is_file():
             fail("give --config pools.yaml (no .sharevol/pools.yaml here from `sharevol up`)")

@@ -69,6 +69,13 @@ class GaneshaBus:
         exports: Sequence[Sequence[Any]] = body[1]
         return {int(entry[0]) for entry in exports if int(entry[0]) != 0}
 
+    def exports(self) -> dict[int, str]:
+        """Export ID -> the path it serves, of every export Ganesha serves now (ShowExports
+        answers (time, [(id, path, protocols, last-use time), ...]); the root, 0, left out)."""
+        body = self._call("ShowExports", "", ())
+        exports: Sequence[Sequence[Any]] = body[1]
+        return {int(entry[0]): str(entry[1]) for entry in exports if int(entry[0]) != 0}
+
     def close(self) -> None:
         with self._lock:
             self._drop()

@@ -83,6 +83,9 @@ class ShareMount:
         self._probe_timeout = probe_timeout
         self._lock = threading.Lock()
         self._checked_at: float | None = None
+        self._mounted_before = False
+        """Once this process mounted the share, the mount point is known to be ours: mounting
+        it again after a loss does not require it empty (a lost mount may leave lock files)."""
 
     def ensure(self) -> None:
         """Make sure the share is mounted and answers; FailedPrecondition when something else
@@ -116,7 +119,7 @@ class ShareMount:
                 f"{top.source}), not the share {self.device}; unmount it or change `path`"
             )
         self.mount_point.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if any(self.mount_point.iterdir()):
+        if not self._mounted_before and any(self.mount_point.iterdir()):
             raise FailedPrecondition(
                 f'pool "{self.pool}": {target} is not empty; sharevol mounts the share '
                 f"{self.device} there and never mounts over data (use an empty directory)"
@@ -125,6 +128,7 @@ class ShareMount:
         mount_nfs(self._runner, self.device, target, self.options, self._mount_timeout)
         if not is_nfs_mount(self._mounter.find(target), self.device):
             raise Internal(f"mount of {self.device} at {target} succeeded but is not visible")
+        self._mounted_before = True
 
     def _remount(self) -> None:
         target = os.fspath(self.mount_point)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -50,6 +51,8 @@ from sharevol.units import format_size
 log = logging.getLogger(__name__)
 
 TOPOLOGY_KEY = "topology.sharevol.csi.io/node"
+SPACE_TTL = 2.0
+"""Seconds a pool's filesystem size is reused for capacity checks."""
 CONTEXT_PREFIX = "sharevol.csi.io/"
 
 MountsOf = Callable[[VolumeRecord], list[str]]
@@ -101,6 +104,7 @@ class Provisioner:
         self.hooks: list[VolumeHook] = [RootOwnership(pools), FileLimits(pools)]
         """Root owner/mode, file limit, NFS export: run around a volume's life
         (sharevol.service.hooks)."""
+        self._space_cache: dict[str, tuple[float, int]] = {}
         self.index = VolumeIndex(
             record for handle in pools.values() for record in handle.catalog.load_volumes()
         )
@@ -178,8 +182,14 @@ class Provisioner:
                 accessible_topology=topology,
                 content_source=request.content_source,
             )
+            self.index.put(record)  # the reservation: in memory under the lock (capacity, name)
+        try:
+            # ...and on disk outside it, so concurrent creates do not queue behind fsyncs.
+            # It is durable before any data is made, as the crash-safety rule needs.
             handle.catalog.put_volume(record)
-            self.index.put(record)
+        except BaseException:
+            self.index.remove(record.volume_id)
+            raise
         return self._finish(record)
 
     def _finish(self, record: VolumeRecord) -> VolumeRecord:
@@ -408,8 +418,20 @@ class Provisioner:
     def available_bytes(self, pool_name: str) -> int:
         """Bytes the pool may still promise to new volumes."""
         handle = self._pools[pool_name]
-        budget = pool_budget(handle.pool.space().total_bytes, handle.overcommit)
+        budget = pool_budget(self._pool_total_bytes(handle), handle.overcommit)
         return max(0, budget - self.index.provisioned_bytes(pool_name))
+
+    def _pool_total_bytes(self, handle: PoolHandle) -> int:
+        """The pool filesystem's size, read at most every SPACE_TTL seconds: a statvfs (in a
+        helper thread, with a deadline) on every create cost up to 0.8 ms, and the size only
+        changes when an admin grows the filesystem."""
+        now = time.monotonic()
+        cached = self._space_cache.get(handle.pool.name)
+        if cached is not None and now - cached[0] < SPACE_TTL:
+            return cached[1]
+        total = handle.pool.space().total_bytes
+        self._space_cache[handle.pool.name] = (now, total)
+        return total
 
     def capacity(self, parameters: Mapping[str, str], topology: Mapping[str, str] | None) -> int:
         """GetCapacity: what a new volume with these parameters could get."""

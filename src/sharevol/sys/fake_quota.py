@@ -127,6 +127,24 @@ class FakeProjectQuotas:
                 project.inode_limit = inodes
             self.calls.append(("set_limits", project_id))
 
+    def list_projects(self) -> list[ProjectQuota]:
+        self._check_on("quotactl Q_XGETNEXTQUOTA")
+        found = [self.get(project_id) for project_id in sorted(self._projects)]
+        return [quota for quota in found if quota.in_use]
+
+    def set_tree_project(self, path: Path, project_id: int, timeout: float) -> int:
+        """set_project on `path` and every directory and regular file below it (no symlinks)."""
+        count = 0
+        for folder, dirs, files in os.walk(path):
+            self.set_project(Path(folder), project_id)
+            count += 1
+            for name in files:
+                if os.path.isfile(Path(folder, name)) and not os.path.islink(Path(folder, name)):
+                    self._register(Path(folder, name), project_id)
+                    count += 1
+            dirs[:] = [d for d in dirs if not os.path.islink(Path(folder, d))]
+        return count
+
     def charge(self, project_id: int, *, used_bytes: int = 0, used_inodes: int = 0) -> None:
         """Pretend files were written to (or deleted from) a project."""
         with self._lock:

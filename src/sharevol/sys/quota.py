@@ -29,6 +29,7 @@ from typing import Literal, Protocol
 from sharevol.errors import Internal
 from sharevol.sys.mounts import MountEntry
 from sharevol.sys.statfs import find_mount
+from sharevol.sys.tree_visit import visit_tree
 
 # FS_IOC_FSGETXATTR = _IOR('X', 31, struct fsxattr), FS_IOC_FSSETXATTR = _IOW('X', 32, ...).
 FS_IOC_FSGETXATTR = 0x801C581F
@@ -44,6 +45,7 @@ Q_GETFMT = 0x800004
 Q_GETINFO = 0x800005
 Q_GETQUOTA = 0x800007
 Q_SETQUOTA = 0x800008
+Q_GETNEXTQUOTA = 0x800009
 QIF_BLIMITS = 1 << 0
 QIF_SPACE = 1 << 1
 QIF_ILIMITS = 1 << 2
@@ -61,6 +63,7 @@ Q_XGETQUOTA = xqm_cmd(3)
 Q_XSETQLIM = xqm_cmd(4)
 Q_XGETQSTAT = xqm_cmd(5)
 Q_XGETQSTATV = xqm_cmd(8)
+Q_XGETNEXTQUOTA = xqm_cmd(9)
 
 FS_DQUOT_VERSION = 1
 FS_PROJ_QUOTA = 1 << 1
@@ -76,12 +79,15 @@ BASIC_BLOCK = 512
 FS_DISK_QUOTA = struct.Struct("=bbHIQQQQQQiiHHbbbbQQQiHh8s")
 # struct if_dqblk: bhard, bsoft, curspace, ihard, isoft, curinodes, btime, itime, valid (+pad).
 IF_DQBLK = struct.Struct("=QQQQQQQQI4x")
+IF_NEXTDQBLK = struct.Struct("=QQQQQQQQII")  # struct if_nextdqblk: if_dqblk, then dqb_id
 # struct fs_quota_statv: version, pad1, flags, incoredqs, then 3 x fs_qfilestatv (ino, nblks,
 # nextents, pad), btimelimit, itimelimit, rtbtimelimit, bwarnlimit, iwarnlimit, rtbwarnlimit,
 # pad3, pad4, pad2[7].
 FS_QUOTA_STATV = struct.Struct("=bBHI" + "QQII" * 3 + "iiiHHHHI" + "7Q")
 
 Interface = Literal["xfs", "vfs"]
+MAX_ID = 2**32 - 2
+"""The highest project ID (2**32 - 1 means "none" to the kernel)."""
 
 
 def qcmd(command: int, quota_type: int) -> int:
@@ -154,6 +160,15 @@ class ProjectQuotas(Protocol):
         self, project_id: int, *, block_bytes: int | None = None, inodes: int | None = None
     ) -> None:
         """Set the hard block limit and/or inode limit (None: leave it; 0: no limit)."""
+        ...
+
+    def list_projects(self) -> list[ProjectQuota]:
+        """Every project the filesystem charges something to or limits, by ID (doctor)."""
+        ...
+
+    def set_tree_project(self, path: Path, project_id: int, timeout: float) -> int:
+        """Give directory `path` and everything below it the project (`xfs_quota project
+        -s`), so their usage moves to it; returns how many inodes were set."""
         ...
 
 
@@ -253,6 +268,7 @@ def _command_name(command: int) -> str:
         Q_GETFMT: "Q_GETFMT", Q_GETINFO: "Q_GETINFO", Q_GETQUOTA: "Q_GETQUOTA",
         Q_SETQUOTA: "Q_SETQUOTA", Q_XGETQUOTA: "Q_XGETQUOTA", Q_XSETQLIM: "Q_XSETQLIM",
         Q_XGETQSTAT: "Q_XGETQSTAT", Q_XGETQSTATV: "Q_XGETQSTATV",
+        Q_GETNEXTQUOTA: "Q_GETNEXTQUOTA", Q_XGETNEXTQUOTA: "Q_XGETNEXTQUOTA",
     }  # fmt: skip
     return names.get(command, hex(command))
 
@@ -358,6 +374,41 @@ class KernelProjectQuotas:
         else:
             quotactl(Q_SETQUOTA, PRJQUOTA, self.device, project_id,
                      pack_vfs_limits(block_bytes, inodes))  # fmt: skip
+
+    def list_projects(self) -> list[ProjectQuota]:
+        """Q_XGETNEXTQUOTA / Q_GETNEXTQUOTA from ID 0 up: each answers the next ID at or
+        after the one asked that has a quota entry, and ENOENT past the last."""
+        found: list[ProjectQuota] = []
+        next_id = 0
+        while next_id <= MAX_ID:
+            try:
+                quota = self._next(next_id)
+            except QuotaError as exc:
+                if exc.errno == errno.ENOENT:
+                    break
+                raise
+            if quota.project_id < next_id:
+                raise Internal(f"quotactl GETNEXTQUOTA on {self.device} went backwards")
+            if quota.in_use:
+                found.append(quota)
+            next_id = quota.project_id + 1
+        return found
+
+    def _next(self, project_id: int) -> ProjectQuota:
+        if self.interface == "xfs":
+            buf = bytearray(FS_DISK_QUOTA.size)
+            quotactl(Q_XGETNEXTQUOTA, PRJQUOTA, self.device, project_id, buf)
+            return unpack_xfs_quota(FS_DISK_QUOTA.unpack(buf)[3], buf)
+        buf = bytearray(IF_NEXTDQBLK.size)
+        quotactl(Q_GETNEXTQUOTA, PRJQUOTA, self.device, project_id, buf)
+        found = IF_NEXTDQBLK.unpack(buf)[9]
+        return unpack_vfs_quota(found, IF_DQBLK.pack(*IF_NEXTDQBLK.unpack(buf)[:9]))
+
+    def set_tree_project(self, path: Path, project_id: int, timeout: float) -> int:
+        def visit(fd: int, where: str, is_dir: bool) -> None:
+            set_fsxattr_project(fd, where, project_id, inherit=is_dir)
+
+        return visit_tree(path, visit, timeout)
 
 
 def block_device(mount: MountEntry) -> str:

@@ -6,8 +6,10 @@ order of the report: the pool itself, then its volumes, snapshots and exports.""
 from sharevol.service.doctor import pool_checks  # noqa: F401
 from sharevol.service.doctor import volume_checks  # noqa: F401
 from sharevol.service.doctor import btrfs_checks  # noqa: F401
+from sharevol.service.doctor import project_checks  # noqa: F401
 from sharevol.service.doctor import snapshot_checks  # noqa: F401
 from sharevol.service.doctor import export_checks  # noqa: F401
+from sharevol.service.doctor import live_exports  # noqa: F401
 
 # isort: on
 from sharevol.service.doctor.model import CHECKS, Finding, Fix
