@@ -216,8 +216,14 @@ def _print_nfs(nfs: NfsConfig) -> None:
     )
 
 
+def _short_path(path: str) -> str:
+    """`.venv/bin/sharevol` from the clone; the absolute path from anywhere else."""
+    relative = os.path.relpath(path)
+    return os.path.abspath(path) if relative.startswith("..") else relative
+
+
 def _print_next_steps(endpoint: str, node_id: str) -> None:
-    prog = "sharevol" if shutil.which("sharevol") else os.path.relpath(sys.argv[0])
+    prog = "sharevol" if shutil.which("sharevol") else _short_path(sys.argv[0])
     click.echo(f"sharevol up: serving CSI identity, controller and node on {endpoint}")
     click.echo(f"sharevol up: node id {node_id}")
     click.echo("\nTry, in another terminal:")
