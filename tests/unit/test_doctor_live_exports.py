@@ -66,3 +66,14 @@ def test_the_bus_socket_is_where_the_servers_dbus_conf_says(tmp_path: Path) -> N
     assert bus_socket(runtime) is None
     elsewhere.touch()
     assert bus_socket(runtime) == elsewhere
+
+
+def test_with_the_nfs_server_off_in_pools_yaml_the_live_check_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "pool"
+    root.mkdir()
+    plain = ServerConfig(pools=(PoolConfig(name="plain", path=root, kind="plain"),))
+
+    [(status, _subject, message)] = live(run_doctor(plain, state_dir=tmp_path))
+
+    assert status == "skipped"
+    assert "turns the managed NFS server off" in message

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sharevol.catalog.records import AccessMode, Capability
 from sharevol.errors import AlreadyExists, FailedPrecondition, Internal, InvalidArgument, NotFound
@@ -417,3 +418,17 @@ def test_volume_of_a_share_pool_is_mounted_over_nfs_even_where_the_pool_is(
     node, stage = _served_locally(tmp_path, remote=True)
     staging = stage()
     assert node.at(staging) == [("nfs4", "10.0.0.10:/fast/pvc-1", "rw")]
+
+
+def test_the_seed_static_pv_is_what_the_node_mounts(node: Node) -> None:
+    """examples/seed/10-pv1.yaml as kubelet hands it over: attributes and mountOptions."""
+    seed = Path(__file__).resolve().parents[2] / "examples" / "seed" / "10-pv1.yaml"
+    pv = yaml.safe_load(seed.read_text())
+    csi = pv["spec"]["csi"]
+    staging = node.staging()
+    capability = RWO.model_copy(update={"mount_flags": tuple(pv["spec"]["mountOptions"])})
+    node.publisher.stage(csi["volumeHandle"], staging, capability, csi["volumeAttributes"])
+    assert node.nfs_calls() == [
+        ["mount", "-t", "nfs4", "-o", "vers=4.1,hard", "--", "192.168.30.147:/data/k8s/pv1",
+         str(staging)],
+    ]  # fmt: skip

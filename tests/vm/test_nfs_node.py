@@ -258,4 +258,3 @@ def test_share_pool_makes_folders_on_the_share_that_nodes_mount_directly(
     assert not folder.exists()
     assert [m for m in _nfs_mounts() if not m.endswith(str(pool_root))] == []
     SubprocessRunner().run(["umount", str(pool_root)], timeout=TIMEOUT)
-

@@ -13,12 +13,11 @@ is bound again. Nothing here reads the catalog: the context and our records are 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sharevol.catalog.records import Capability
-from sharevol.errors import AlreadyExists, FailedPrecondition, Internal, NotFound
+from sharevol.errors import AlreadyExists, FailedPrecondition, Internal
 from sharevol.pools.base import VolumeUsage
 from sharevol.service.mount_points import (
     MAX_STACKED_MOUNTS,
@@ -31,6 +30,7 @@ from sharevol.service.mount_points import (
 )
 from sharevol.service.nfs_source import NfsSource
 from sharevol.service.nfs_state import NfsStageRecord, NfsStages
+from sharevol.service.nfs_stats import nfs_stats
 from sharevol.service.node_state import NodeState, PublishRecord
 from sharevol.sys.mounts import MountEntry, Mounter
 from sharevol.sys.nfs_mount import (
@@ -253,49 +253,10 @@ class NfsStager:
         remove_target(target)
         log.info("unpublished %s from %s", volume_id, target)
 
-    # ---- stats ----------------------------------------------------------------------------
+    # ---- stats (sharevol.service.nfs_stats) ------------------------------------------------
 
     def stats(self, volume_id: str, volume_path: StrPath) -> tuple[VolumeUsage, bool, str] | None:
-        """Usage of an NFS volume staged or published at `volume_path` (statvfs, with a
-        deadline), abnormal when the server does not answer or the handle is stale; None when
-        the path is no NFS stage or publication of this volume."""
-        path = canonical_path(volume_path, "volume_path")
-        stage = self.stages.get(path)
-        if stage is None:
-            publication = self.node_state.publication(path)
-            if publication is not None and publication.volume_id == volume_id:
-                stage = self.stages.get(publication.staging_path)
-        if stage is None or stage.volume_id != volume_id:
-            return None
-        top = self.mounter.find(path)
-        if not is_nfs_mount(top, stage.device):
-            if not os.path.lexists(path):
-                raise NotFound(f"{volume_path} does not exist on node {self.node_id}")
-            return _NO_USAGE, True, f"{path} no longer holds the NFS mount of {stage.device}"
-        health = self.prober(path, self.probe_timeout)
-        if health.statvfs is None:
-            what = {
-                Health.STALE: f"{health.message}; publishing or staging it again remounts it",
-                Health.HUNG: f"the NFS server of {stage.device} does not answer: {health.message}",
-            }.get(health.health, health.message)
-            return _NO_USAGE, True, what
-        st = health.statvfs
-        return (
-            VolumeUsage(
-                capacity_bytes=st.f_blocks * st.f_frsize,
-                used_bytes=(st.f_blocks - st.f_bfree) * st.f_frsize,
-                available_bytes=st.f_bavail * st.f_frsize,
-                total_inodes=st.f_files,
-                used_inodes=max(0, st.f_files - st.f_ffree),
-                available_inodes=st.f_favail,
-            ),
-            False,
-            "",
-        )
-
-    def is_staged_here(self, path: StrPath) -> bool:
-        """Whether `path` is an NFS staging path of ours (for NodeGetVolumeStats dispatch)."""
-        return self.stages.get(canonical_path(path, "volume_path")) is not None
+        return nfs_stats(self, volume_id, volume_path)
 
     # ---- shared steps ---------------------------------------------------------------------
 
@@ -334,9 +295,7 @@ class NfsStager:
             raise Internal(f"{record.staging_path} lost its mount of {record.device}")
         return top
 
-    def _unmount_all(
-        self, path: str, volume_id: str, ours: Callable[[MountEntry], bool]
-    ) -> None:
+    def _unmount_all(self, path: str, volume_id: str, ours: Callable[[MountEntry], bool]) -> None:
         """Unmount our NFS mounts stacked at `path` until none is left; anything else there
         is left alone (FailedPrecondition)."""
         for _ in range(MAX_STACKED_MOUNTS):
@@ -375,9 +334,6 @@ class NfsStager:
                 root=stage_top.root,
             )
         )
-
-
-_NO_USAGE = VolumeUsage(0, 0, 0, 0, 0, 0)
 
 
 def _check_mount_access(volume_id: str, capability: Capability) -> None:

@@ -155,7 +155,11 @@ def check_live_exports(context: DoctorContext) -> Iterator[Finding]:
     runtime = Path(os.path.abspath(context.state_dir)) / "nfs"
     socket = bus_socket(runtime)
     if socket is None:
-        yield _skipped(f"the managed NFS server is not running (no DBus socket under {runtime})")
+        nfs = context.server.nfs
+        if nfs is None or not nfs.enabled:
+            yield _skipped("pools.yaml turns the managed NFS server off (no `nfs:`)")
+        else:
+            yield _skipped(f"the managed NFS server is not running (no DBus socket in {runtime})")
         return
     live = _Live(context, runtime, socket)
     bus = open_bus(socket)
