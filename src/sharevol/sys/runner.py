@@ -21,6 +21,8 @@ from sharevol.errors import CommandFailed
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 30.0
+REAP_TIMEOUT = 5.0
+"""Seconds to wait for a killed command to exit before giving its worker back."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,13 @@ class SubprocessRunner:
             stdout, stderr = proc.communicate(stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            stdout, stderr = proc.communicate()
+            try:
+                stdout, stderr = proc.communicate(timeout=REAP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                # Unkillable (D state on a dead NFS server): give the worker back; the
+                # Popen object is reaped later by the subprocess module.
+                log.error("command still alive %.0fs after SIGKILL: %s", REAP_TIMEOUT, args[0])
+                stderr = ""
             log.warning("command timed out after %.1fs: %s", timeout, " ".join(args))
             raise CommandFailed(args, None, stderr, timed_out=True) from None
         seconds = time.monotonic() - started
