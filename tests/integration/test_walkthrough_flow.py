@@ -2,9 +2,12 @@
 the same StorageClasses, PVCs, pods and snapshots, turned into the calls the external-provisioner,
 the external-snapshotter and kubelet would make, and the resulting volumes and mounts checked.
 
-The walkthrough's pool `nas` is an NFS share in a cluster; here it is a plain directory of the
-host (this kernel has no NFS client), which is what a share is to the controller: a directory
-that enforces nothing. The overlay classes' `fast`, `slow` and `local` pools are btrfs.
+The walkthrough's pool `nas` is the nas overlay's `kind: nfs` pool, a share that sharevol
+mounts; here a plain directory of the host stands in for the mounted share (this kernel has no
+NFS client), which is what the share pool is to the controller: the plain pool's directories
+on a mount that enforces nothing. The share pool's own mounts (the controller's, and nodes
+mounting each volume's folder) are tested in the VM tier. The overlay classes' `fast`, `slow`
+and `local` pools are btrfs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from tests.support.manifests import (
     example_documents,
     load_documents,
     of_kind,
+    pools_config,
     pvc_size_bytes,
 )
 
@@ -60,10 +64,24 @@ def kubelet_root(tmp_path: Path) -> Iterator[Path]:
                 runner.run(["losetup", "-d", name], timeout=60.0, check=False)
 
 
-def share_config(share: Path) -> ServerConfig:
-    """The nas overlay's pools.yaml with the share's mount replaced by a local directory.
+def nas_overlay_config() -> ServerConfig:
+    """deploy/overlays/nas/config.yaml's pools.yaml, validated as `serve` does."""
+    [config_map] = load_documents(DEPLOY / "overlays" / "nas" / "config.yaml")
+    return pools_config(config_map)
+
+
+def share_stand_in(share: Path) -> PoolConfig:
+    """The nas overlay's share pool with a local directory in place of the mounted share.
     overcommit lets the walkthrough's 10Gi of claims fit whatever this disk's free space is."""
-    return ServerConfig(pools=(PoolConfig(name="nas", path=share, kind="plain", overcommit=100),))
+    [pool] = nas_overlay_config().pools
+    assert pool.kind == "nfs" and pool.server and pool.share, pool
+    return PoolConfig(name=pool.name, path=share, kind="plain", overcommit=100)
+
+
+def share_config(share: Path) -> ServerConfig:
+    """The nas overlay's pools.yaml, its share replaced by a local directory."""
+    config = nas_overlay_config()
+    return ServerConfig(pools=(share_stand_in(share),), default_pool=config.default_pool)
 
 
 def walkthrough() -> list[Document]:
@@ -233,12 +251,13 @@ def test_overlay_storage_class_makes_a_usable_volume(
     where: str, storage_class: Document, btrfs_fs: Path, plain_dir: Path, kubelet_root: Path
 ) -> None:
     """Each class of deploy/ through CreateVolume, stage, publish, write, read back, clean up,
-    with its pools of the kinds they have in the overlay (btrfs; the share a plain directory)."""
+    with its pools of the kinds they have in the overlay (btrfs; a plain directory in place of
+    the mounted share)."""
     pools = []
     for name in ("fast", "slow", "local"):
         (btrfs_fs / name).mkdir()
         pools.append(PoolConfig(name=name, path=btrfs_fs / name, kind="btrfs", overcommit=10))
-    pools.append(PoolConfig(name="nas", path=plain_dir, kind="plain", overcommit=100))
+    pools.append(share_stand_in(plain_dir))
     block = "block" in storage_class["metadata"]["name"]
     pvc: Document = {
         "kind": "PersistentVolumeClaim",

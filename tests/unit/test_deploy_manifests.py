@@ -16,8 +16,12 @@ import yaml
 
 from sharevol.cli.serve_cmd import serve
 from sharevol.csi.metrics import parse_address
+from sharevol.pools.config import PoolConfig
+from sharevol.pools.factory import make_pool
+from sharevol.pools.nfs_share import BACKEND_EXPORT, BACKEND_OPTIONS, BACKEND_SERVER, SharePool
 from sharevol.service.nodes import node_address, node_name
 from sharevol.service.params import parse_parameters
+from sharevol.sys.nfs_mount import merge_options
 from tests.support.manifests import (
     DEPLOY,
     DRIVER,
@@ -334,22 +338,50 @@ def test_ports_are_declared_and_do_not_collide_on_one_host(name: str) -> None:
     assert len({ports[0] for ports in metrics.values()}) == len(metrics), metrics
 
 
-def test_nas_share_is_the_same_in_controller_and_nodes_and_mounted_at_the_pool() -> None:
-    """The share is written in two pod specs; both must name it alike and mount it where
-    pools.yaml says the pool is."""
-    documents = overlay("nas")
-    [pool] = pools_config(named(documents, "ConfigMap", "sharevol-config")).pools
-    shares = []
-    for kind, name in (("Deployment", "sharevol-controller"), ("DaemonSet", "sharevol-node")):
-        workload = named(documents, kind, name)
-        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
-        [mount] = [
-            m for m in containers(workload)["sharevol"]["volumeMounts"]
-            if "nfs" in volumes[m["name"]]
-        ]  # fmt: skip
-        assert mount["mountPath"] == str(pool.path), f"{kind}: {mount}"
-        shares.append(volumes[mount["name"]]["nfs"])
-    assert shares[0] == shares[1]
+def nas_pool() -> PoolConfig:
+    """The nas overlay's one pool: the share, written once, in pools.yaml."""
+    config = pools_config(named(overlay("nas"), "ConfigMap", "sharevol-config"))
+    [pool] = config.pools
+    assert config.default == pool.name
+    return pool
+
+
+def test_nas_pool_is_the_seed_share_as_a_share_pool_sharevol_mounts() -> None:
+    """`kind: nfs`: the controller mounts server:share at `path` and nodes mount each volume's
+    folder; not `kind: plain` over a share that kubelet mounts into the pods."""
+    pool = nas_pool()
+    assert (pool.kind, pool.server, pool.share) == ("nfs", "192.168.30.147", "/data/k8s")
+    assert not pool.node_local
+    assert pool.path.is_relative_to("/var/lib/sharevol"), "under the controller's state dir"
+    # Where nodes mount a volume from (docs/walkthrough.md step 2), as the pool records it for
+    # each volume's context; the pool is built, not started (that mounts the share).
+    share = make_pool(pool)
+    assert isinstance(share, SharePool)
+    location = share.node_location("default-pvc-dynamic-pvc-0123")
+    assert (location[BACKEND_SERVER], location[BACKEND_EXPORT]) == (
+        "192.168.30.147", "/data/k8s/volumes/default-pvc-dynamic-pvc-0123"
+    )  # fmt: skip
+    assert location[BACKEND_OPTIONS] == "vers=4.1,proto=tcp,hard"
+
+
+def test_share_pool_classes_keep_the_pools_mount_options() -> None:
+    """A class's mountOptions come after the context's on the node and replace options of the
+    same key (`nfsvers=4.2` would override the pool's `vers`, `soft` its `hard`): a class on the
+    share pool may add options, never replace the pool's."""
+    pool = nas_pool()
+    share = make_pool(pool)
+    assert isinstance(share, SharePool)
+    context = share.options
+    checked = 0
+    for where, storage_class in storage_classes():
+        if (storage_class.get("parameters") or {}).get("pool", pool.name) != pool.name:
+            continue
+        if where not in ("overlays/nas", "examples"):
+            continue
+        merged = merge_options(context, storage_class.get("mountOptions", []))
+        assert set(context) <= set(merged), f"{where}: {describe(storage_class)}: {merged}"
+        checked += 1
+    assert checked >= 5, "the nas overlay's classes and the walkthrough's"
 
 
 def test_static_pv_names_the_share_by_the_documented_attributes() -> None:
@@ -361,10 +393,10 @@ def test_static_pv_names_the_share_by_the_documented_attributes() -> None:
     assert len(csi["volumeHandle"].encode()) <= 128, "CSI: IDs are at most 128 bytes"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain", "Recycle is deprecated"
     # The walkthrough's static PV lives on the share that the nas overlay serves.
-    share = named(overlay("nas"), "DaemonSet", "sharevol-node")["spec"]["template"]["spec"]
-    [nfs] = [v["nfs"] for v in share["volumes"] if "nfs" in v]
-    assert csi["volumeAttributes"]["server"] == nfs["server"]
-    assert csi["volumeAttributes"]["share"] == nfs["path"]
+    pool = nas_pool()
+    assert csi["volumeAttributes"]["server"] == pool.server
+    assert csi["volumeAttributes"]["share"] == pool.share
+    merge_options(pv["spec"].get("mountOptions", []))  # NFSv4 options the node accepts
     text = (REPO / "docs" / "walkthrough.md").read_text()
     assert all(f"{key}:" in text for key in csi["volumeAttributes"])
     [pvc] = [c for c in of_kind(example_documents(), "PersistentVolumeClaim")

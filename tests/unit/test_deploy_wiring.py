@@ -4,6 +4,8 @@ impose (see deploy/README.md); the rendered overlays must keep them."""
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import pytest
 
 from tests.support.manifests import (
@@ -11,6 +13,7 @@ from tests.support.manifests import (
     OVERLAYS,
     Document,
     containers,
+    describe,
     example_documents,
     named,
     of_kind,
@@ -136,6 +139,68 @@ def test_node_plugin_can_mount_for_kubelet(name: str) -> None:
         "--kubelet-registration-path=/var/lib/kubelet/plugins/sharevol.csi.io/csi.sock"
         in registrar["args"]
     )
+
+
+def holding_mount(container: Document, path: PurePosixPath) -> Document | None:
+    """The container's volumeMount that `path` lies in (the deepest one), or None."""
+    holders = [
+        m for m in container.get("volumeMounts", [])
+        if path.is_relative_to(PurePosixPath(m["mountPath"]))
+    ]  # fmt: skip
+    return max(holders, key=lambda m: len(PurePosixPath(m["mountPath"]).parts), default=None)
+
+
+def state_dir(container: Document) -> PurePosixPath:
+    [value] = [a.split("=", 1)[1] for a in container["args"] if a.startswith("--state-dir=")]
+    return PurePosixPath(value)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_share_pools_are_mounted_by_privileged_sharevol_in_its_own_mount_namespace(
+    name: str,
+) -> None:
+    """Every sharevol container that reads a pools.yaml with `kind: nfs` pools mounts those
+    shares itself (the controller, and the node plugin for image files): it must be allowed to
+    mount, and the share must land in a writable volume of its state dir that does not
+    propagate to the host. With Bidirectional, the share would outlive the pod on the host,
+    inside a directory kubelet deletes (an emptyDir) or keeps (a hostPath)."""
+    documents = overlay(name)
+    config = pools_config(named(documents, "ConfigMap", "sharevol-config"))
+    shares = [pool for pool in config.pools if pool.kind == "nfs"]
+    if name == "nas":
+        assert shares, "the nas overlay serves its share as a pool of kind nfs"
+    checked = 0
+    for workload in documents:
+        if workload["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        plugin = containers(workload).get("sharevol")
+        if plugin is None or not shares:
+            continue
+        where = describe(workload)
+        security = plugin["securityContext"]
+        assert security["privileged"] is True, f"{where}: mount(2) needs a privileged container"
+        assert security.get("allowPrivilegeEscalation") is not False, where
+        assert workload["spec"]["template"]["spec"]["hostNetwork"] is True, where
+        for pool in shares:
+            path = PurePosixPath(pool.path)
+            assert path.is_relative_to(state_dir(plugin)), f"{where}: {path} not in its state dir"
+            mount = holding_mount(plugin, path)
+            assert mount is not None, f"{where}: {path} is in no volume"
+            assert PurePosixPath(mount["mountPath"]) != path, f"{where}: {path} is a pod volume"
+            assert not mount.get("readOnly", False), f"{where}: {mount}"
+            assert mount.get("mountPropagation", "None") != "Bidirectional", f"{where}: {mount}"
+            checked += 1
+    assert checked == 2 * len(shares), f"{name}: the controller and the node plugin"
+
+
+def test_nas_pods_name_no_share_kubelet_would_mount() -> None:
+    """sharevol mounts the share (controller) and each volume's folder (nodes); no pod of the
+    nas overlay has an in-tree `nfs:` volume, which would mount the whole share on its node."""
+    for workload in overlay("nas"):
+        if workload["kind"] not in ("Deployment", "StatefulSet", "DaemonSet"):
+            continue
+        volumes = workload["spec"]["template"]["spec"].get("volumes", [])
+        assert [v["name"] for v in volumes if "nfs" in v] == [], describe(workload)
 
 
 def test_volume_snapshot_class_is_sharevol_everywhere() -> None:

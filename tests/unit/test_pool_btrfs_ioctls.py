@@ -10,7 +10,7 @@ import pytest
 from sharevol.errors import FailedPrecondition, Internal
 from sharevol.pools import btrfs as btrfs_pool
 from sharevol.pools.btrfs import BtrfsPool
-from sharevol.sys import btrfs
+from sharevol.sys import btrfs, btrfs_ioctl, btrfs_tree
 
 
 def _ioc_size(request: int) -> int:
@@ -20,13 +20,13 @@ def _ioc_size(request: int) -> int:
 @pytest.mark.parametrize(
     ("request_code", "layout_size"),
     [
-        (btrfs.IOC_SUBVOL_CREATE, btrfs._VOL_ARGS.size),
-        (btrfs.IOC_SNAP_DESTROY, btrfs._VOL_ARGS.size),
-        (btrfs.IOC_SNAP_CREATE_V2, btrfs._VOL_ARGS_V2.size),
-        (btrfs.IOC_INO_LOOKUP, btrfs._INO_LOOKUP.size),
-        (btrfs.IOC_QGROUP_CREATE, btrfs._QGROUP_CREATE.size),
-        (btrfs.IOC_QGROUP_LIMIT, btrfs._QGROUP_LIMIT.size),
-        (btrfs.IOC_TREE_SEARCH_V2, btrfs._SEARCH_KEY.size + 8),
+        (btrfs_ioctl.IOC_SUBVOL_CREATE, btrfs._VOL_ARGS.size),
+        (btrfs_ioctl.IOC_SNAP_DESTROY, btrfs._VOL_ARGS.size),
+        (btrfs_ioctl.IOC_SNAP_CREATE_V2, btrfs._VOL_ARGS_V2.size),
+        (btrfs_ioctl.IOC_INO_LOOKUP, btrfs_ioctl.INO_LOOKUP.size),
+        (btrfs_ioctl.IOC_QGROUP_CREATE, btrfs._QGROUP_CREATE.size),
+        (btrfs_ioctl.IOC_QGROUP_LIMIT, btrfs._QGROUP_LIMIT.size),
+        (btrfs_ioctl.IOC_TREE_SEARCH_V2, btrfs_tree._SEARCH_KEY.size + 8),
     ],
 )
 def test_ioctl_numbers_encode_the_size_of_their_struct(
@@ -36,9 +36,9 @@ def test_ioctl_numbers_encode_the_size_of_their_struct(
 
 
 def test_search_key_is_104_bytes_with_nr_items_at_64() -> None:
-    packed = btrfs._SEARCH_KEY.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, 42, 0)
+    packed = btrfs_tree._SEARCH_KEY.pack(1, 2, 3, 4, 5, 6, 7, 8, 9, 42, 0)
     assert len(packed) == 104
-    assert struct.unpack_from("=I", packed, btrfs._NR_ITEMS_OFFSET)[0] == 42
+    assert struct.unpack_from("=I", packed, btrfs_tree._NR_ITEMS_OFFSET)[0] == 42
 
 
 def _item(objectid: int, type_: int, offset: int, data: bytes) -> bytes:
@@ -48,27 +48,27 @@ def _item(objectid: int, type_: int, offset: int, data: bytes) -> bytes:
 def test_parse_search_buffer_decodes_headers_and_payloads() -> None:
     buf = b"\xff" * 8 + _item(0, 242, 256, b"abc") + _item(0, 244, 256, b"")
 
-    items = list(btrfs.parse_search_buffer(buf, 8, 2))
+    items = list(btrfs_tree.parse_search_buffer(buf, 8, 2))
 
     assert items == [
-        btrfs.SearchItem(0, 242, 256, b"abc"),
-        btrfs.SearchItem(0, 244, 256, b""),
+        btrfs_tree.SearchItem(0, 242, 256, b"abc"),
+        btrfs_tree.SearchItem(0, 244, 256, b""),
     ]
 
 
 def test_next_key_carries_into_type_and_objectid() -> None:
-    top = btrfs.U64_MAX
-    assert btrfs._next_key((5, 1, 9)) == (5, 1, 10)
-    assert btrfs._next_key((5, 1, top)) == (5, 2, 0)
-    assert btrfs._next_key((5, 255, top)) == (6, 0, 0)
-    assert btrfs._next_key((top, 255, top)) is None
+    top = btrfs_ioctl.U64_MAX
+    assert btrfs_tree._next_key((5, 1, 9)) == (5, 1, 10)
+    assert btrfs_tree._next_key((5, 1, top)) == (5, 2, 0)
+    assert btrfs_tree._next_key((5, 255, top)) == (6, 0, 0)
+    assert btrfs_tree._next_key((top, 255, top)) is None
 
 
 def test_qgroup_items_give_usage_and_the_referenced_limit() -> None:
     info = struct.pack("<QQQQQ", 10, 5000, 5000, 4000, 4000)
-    limit = struct.pack("<QQQQQ", btrfs.QGROUP_LIMIT_MAX_RFER, 1 << 30, 0, 0, 0)
+    limit = struct.pack("<QQQQQ", btrfs_ioctl.QGROUP_LIMIT_MAX_RFER, 1 << 30, 0, 0, 0)
 
-    group = btrfs._qgroup_from_items(257, info, limit)
+    group = btrfs_tree._qgroup_from_items(257, info, limit)
 
     assert group == btrfs.Qgroup(257, referenced=5000, exclusive=4000, max_referenced=1 << 30)
     assert (group.level, group.subvolume_id) == (0, 257)
@@ -78,8 +78,8 @@ def test_qgroup_without_max_rfer_flag_has_no_limit() -> None:
     info = struct.pack("<QQQQQ", 1, 16384, 16384, 16384, 16384)
     only_excl = struct.pack("<QQQQQ", 2, 123, 456, 0, 0)
 
-    assert btrfs._qgroup_from_items(300, info, only_excl).max_referenced is None
-    assert btrfs._qgroup_from_items(300, info, None).max_referenced is None
+    assert btrfs_tree._qgroup_from_items(300, info, only_excl).max_referenced is None
+    assert btrfs_tree._qgroup_from_items(300, info, None).max_referenced is None
 
 
 def test_subvolume_names_must_be_one_component() -> None:

@@ -1,5 +1,8 @@
 """Controller-side volume lifecycle: create, delete, list, capacity, capability checks.
 
+Provisioner is one object; its delete flow (sharevol.service.volume_deletion) and its queries
+and capacity answers (sharevol.service.volume_queries) are mixins in their own modules.
+
 Crash safety (DESIGN.md): a create first writes a reservation record (state `creating`), then
 makes the volume, then marks it `ready`; a retry with the same name resumes from the record. A
 delete first marks the record `deleting`, then acts, then forgets or re-labels it. At any crash
@@ -8,30 +11,25 @@ point a retry converges to one correct volume, and no subvolume or qgroup is lef
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sharevol.catalog.records import Capability, ContentSource, OnDelete, VolumeRecord
+from sharevol.catalog.records import Capability, ContentSource, VolumeRecord
 from sharevol.errors import (
     Aborted,
     AlreadyExists,
-    FailedPrecondition,
     InvalidArgument,
-    NotFound,
     OutOfRange,
     ResourceExhausted,
     SharevolError,
 )
-from sharevol.pools.base import VolumeUsage
-from sharevol.service.capacity import choose_capacity, fits, pool_budget
+from sharevol.service.capacity import choose_capacity, fits
 from sharevol.service.content import ContentHook
 from sharevol.service.exports import nfs_context
 from sharevol.service.file_limits import FileLimits
 from sharevol.service.hooks import VolumeHook, retire_quietly
-from sharevol.service.ids import check_id_length, new_volume_ref, parse_volume_id
+from sharevol.service.ids import new_volume_ref
 from sharevol.service.images import (
     ImageFiles,
     Layout,
@@ -45,18 +43,25 @@ from sharevol.service.naming import render_directory
 from sharevol.service.nfs_source import share_context
 from sharevol.service.ownership import RootOwnership
 from sharevol.service.params import check_map_size, parse_parameters
+from sharevol.service.volume_deletion import MountsOf, VolumeDeletion
+from sharevol.service.volume_queries import SPACE_TTL, TOPOLOGY_KEY, Page, VolumeQueries
 from sharevol.sys.runner import SubprocessRunner
 from sharevol.units import format_size
 
+__all__ = [
+    "CONTEXT_PREFIX",
+    "SPACE_TTL",
+    "TOPOLOGY_KEY",
+    "CreateRequest",
+    "MountsOf",
+    "Page",
+    "Provisioner",
+    "volume_context",
+]
+
 log = logging.getLogger(__name__)
 
-TOPOLOGY_KEY = "topology.sharevol.csi.io/node"
-SPACE_TTL = 2.0
-"""Seconds a pool's filesystem size is reused for capacity checks."""
 CONTEXT_PREFIX = "sharevol.csi.io/"
-
-MountsOf = Callable[[VolumeRecord], list[str]]
-"""Where a volume's directory is mounted on this machine (empty when nowhere)."""
 
 
 @dataclass(frozen=True)
@@ -74,15 +79,7 @@ class CreateRequest:
     """A restore (snapshot) or clone (volume); see sharevol.service.clones."""
 
 
-@dataclass(frozen=True)
-class Page:
-    """One page of a listing and the token of the next one ("" when it was the last)."""
-
-    records: list[VolumeRecord]
-    next_token: str
-
-
-class Provisioner:
+class Provisioner(VolumeDeletion, VolumeQueries):
     """The volumes of every pool this controller serves."""
 
     def __init__(
@@ -138,10 +135,7 @@ class Provisioner:
         check_map_size(request.mutable_parameters, "mutable_parameters")
         if request.mutable_parameters:
             raise InvalidArgument("sharevol has no mutable parameters yet")
-        pool_name = params.pool or self._default_pool
-        handle = self._pools.get(pool_name)
-        if handle is None:
-            raise InvalidArgument(f"unknown pool {pool_name!r} (pools: {', '.join(self._pools)})")
+        pool_name, handle = self._pool_named(params.pool)
         capacity = choose_capacity(request.required_bytes, request.limit_bytes)
         layout = volume_layout(params, request.capabilities)
         capacity = fit_capacity(layout, capacity, request.limit_bytes)
@@ -322,160 +316,6 @@ class Provisioner:
                 f"directory {directory!r} exists in pool {handle.pool.name!r} but belongs to no "
                 "volume; move it away or use another subDir"
             )
-
-    # -- delete ---------------------------------------------------------------------------
-
-    def delete_volume(self, volume_id: str) -> None:
-        """Delete, retain or archive a volume as recorded at create time; unknown IDs are OK."""
-        check_id_length(volume_id, "volume_id")
-        ref = parse_volume_id(volume_id)
-        if ref is None or ref.pool not in self._pools:
-            return
-        record = self.index.get(volume_id)
-        if record is None or not record.live:
-            return
-        mounts = self._mounts_of(record) if record.state == "ready" else []
-        if mounts:
-            raise FailedPrecondition(
-                f"volume {record.name!r} is in use: mounted at {', '.join(sorted(mounts))}"
-            )
-        if self.content is not None:
-            self.content.before_delete(record)  # a copy still reading it, or into it
-        handle = self._pools[record.pool]
-        now = dt.datetime.now(dt.UTC)
-        # The archive name is decided once and recorded before anything moves, so a retry after
-        # a crash looks for the archive where the first attempt put it.
-        archive_name = record.archive_name or f"{record.directory}-{now:%Y%m%dT%H%M%SZ}"
-        deleting = record.model_copy(update={"state": "deleting", "archive_name": archive_name})
-        handle.catalog.put_volume(deleting)
-        self.index.put(deleting)
-        for hook in reversed(self.hooks):  # the NFS export goes before the data
-            hook.retire(deleting)
-        if record.on_delete is OnDelete.DELETE:
-            handle.pool.delete_volume(record.directory, record.backend)
-            handle.catalog.remove_volume(record.uuid)
-            self.index.remove(volume_id)
-        elif record.on_delete is OnDelete.RETAIN:
-            self._relabel(
-                handle, deleting.model_copy(update={"state": "retained", "deleted_at": now})
-            )
-        else:
-            handle.pool.archive_volume(record.directory, archive_name)
-            self._relabel(
-                handle,
-                deleting.model_copy(
-                    update={"state": "archived", "deleted_at": now, "archive_name": archive_name}
-                ),
-            )
-        log.info("deleted volume %s (%s): %s", volume_id, record.name, record.on_delete.value)
-
-    def _relabel(self, handle: PoolHandle, record: VolumeRecord) -> None:
-        handle.catalog.put_volume(record)
-        self.index.put(record)
-
-    # -- queries --------------------------------------------------------------------------
-
-    def get(self, volume_id: str) -> VolumeRecord:
-        """A ready volume by ID, or NotFound."""
-        check_id_length(volume_id, "volume_id")
-        record = self.index.get(volume_id) if parse_volume_id(volume_id) else None
-        if record is None or record.state != "ready":
-            raise NotFound(f"volume {volume_id!r} not found")
-        return record
-
-    def get_by_name(self, name: str) -> VolumeRecord:
-        record = self.index.by_name(name)
-        if record is None:
-            raise NotFound(f"no volume named {name!r}")
-        return record
-
-    def list_page(self, starting_token: str, max_entries: int) -> Page:
-        """ListVolumes: ready volumes in volume-ID order, resuming after the token's ID.
-
-        The token is the last ID of the previous page, so volumes added or deleted between
-        pages never make a valid token fail; a token that is not an ID is ABORTED (CSI)."""
-        if max_entries < 0:
-            raise InvalidArgument("max_entries must not be negative")
-        if starting_token and parse_volume_id(starting_token) is None:
-            raise Aborted(f"invalid starting_token {starting_token[:64]!r}")
-        records = [
-            r
-            for r in self.index.records()
-            if r.state == "ready" and (not starting_token or r.volume_id > starting_token)
-        ]
-        if max_entries and len(records) > max_entries:
-            page = records[:max_entries]
-            return Page(page, page[-1].volume_id)
-        return Page(records, "")
-
-    def usage(self, record: VolumeRecord) -> VolumeUsage:
-        handle = self._pools[record.pool]
-        return handle.pool.usage(record.directory, record.capacity_bytes, record.backend)
-
-    def pools(self) -> Mapping[str, PoolHandle]:
-        return self._pools
-
-    def available_bytes(self, pool_name: str) -> int:
-        """Bytes the pool may still promise to new volumes."""
-        handle = self._pools[pool_name]
-        budget = pool_budget(self._pool_total_bytes(handle), handle.overcommit)
-        return max(0, budget - self.index.provisioned_bytes(pool_name))
-
-    def _pool_total_bytes(self, handle: PoolHandle) -> int:
-        """The pool filesystem's size, read at most every SPACE_TTL seconds: a statvfs (in a
-        helper thread, with a deadline) on every create cost up to 0.8 ms, and the size only
-        changes when an admin grows the filesystem."""
-        now = time.monotonic()
-        cached = self._space_cache.get(handle.pool.name)
-        if cached is not None and now - cached[0] < SPACE_TTL:
-            return cached[1]
-        total = handle.pool.space().total_bytes
-        self._space_cache[handle.pool.name] = (now, total)
-        return total
-
-    def capacity(self, parameters: Mapping[str, str], topology: Mapping[str, str] | None) -> int:
-        """GetCapacity: what a new volume with these parameters could get."""
-        params = parse_parameters(parameters)
-        pool_name = params.pool or self._default_pool
-        handle = self._pools.get(pool_name)
-        if handle is None:
-            raise InvalidArgument(f"unknown pool {pool_name!r} (pools: {', '.join(self._pools)})")
-        if topology and handle.pool.capabilities.node_local:
-            node = topology.get(TOPOLOGY_KEY)
-            if node is not None and node != self._node_id:
-                return 0
-        return self.available_bytes(pool_name)
-
-    def confirm_capabilities(
-        self,
-        record: VolumeRecord,
-        capabilities: Sequence[Capability],
-        parameters: Mapping[str, str],
-    ) -> str | None:
-        """None when the volume supports every capability asked, else why not (for the message
-        of ValidateVolumeCapabilities, which answers OK without `confirmed`)."""
-        if parameters and dict(parameters) != record.parameters:
-            return "parameters differ from the ones the volume was created with"
-        supported = {(c.access_mode, c.access_type) for c in record.capabilities}
-        for capability in capabilities:
-            if capability.access_type != record.access_type:
-                return f"the volume is a {record.access_type} volume"
-            if record.kind == "image" and capability.fs_type not in ("", record.fs_type):
-                return f"the volume's image holds {record.fs_type}, not {capability.fs_type}"
-            if (capability.access_mode, capability.access_type) not in supported and not any(
-                _mode_covers(c, capability) for c in record.capabilities
-            ):
-                return f"access mode {capability.access_mode.value} was not requested at creation"
-        return None
-
-
-def _mode_covers(created: Capability, asked: Capability) -> bool:
-    """A volume created for writers may also be used by readers of the same reach."""
-    if created.access_type != asked.access_type:
-        return False
-    if asked.access_mode.read_only:
-        return created.access_mode.multi_node or not asked.access_mode.multi_node
-    return False
 
 
 def _topology_allowed(topology: Mapping[str, str], requisite: Sequence[Mapping[str, str]]) -> bool:
