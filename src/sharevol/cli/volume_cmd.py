@@ -2,30 +2,23 @@
 
 Each command parses its arguments, makes the CSI or Admin calls a container orchestrator would
 make, and prints the outcome. Every failure is one `error: ...` line on stderr and exit code 1.
+`mount` and `unmount` live in sharevol.cli.volume_mount_cmd; this group adds them.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import click
 
 from sharevol.cli import output
-from sharevol.cli.client import (
-    DEFAULT_ENDPOINT,
-    DEFAULT_TIMEOUT,
-    ClientError,
-    SharevolClient,
-    volume_capability,
-)
-from sharevol.cli.common import CliError, Group, Size, fail
+from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, volume_capability
+from sharevol.cli.common import Group, Size, fail
 from sharevol.cli.snapshot_cmd import create_from_source
-from sharevol.csi._proto import admin_pb2, csi_pb2
-from sharevol.errors import SharevolError
+from sharevol.cli.volume_mount_cmd import mount, recorded_capability, staging_path, unmount
+from sharevol.cli.volume_session import Settings, session
+from sharevol.csi._proto import admin_pb2
 from sharevol.units import format_size
 
 __all__ = ["ACCESS_MODES", "QUOTA_CONTEXT_KEY", "staging_path", "volume"]
@@ -49,40 +42,6 @@ _RECLAIM_EFFECT = {
     "archive": "its data is archived in the pool",
 }
 _OUTPUT = click.Choice(["table", "json"])
-_READER_ONLY = (
-    csi_pb2.VolumeCapability.AccessMode.SINGLE_NODE_READER_ONLY,
-    csi_pb2.VolumeCapability.AccessMode.MULTI_NODE_READER_ONLY,
-)
-
-
-@dataclass(frozen=True)
-class _Settings:
-    endpoint: str
-    timeout: float
-
-
-def staging_path(socket: str, volume_id: str) -> str:
-    """Where the CLI, acting as the CO, stages a volume: next to the server's socket."""
-    name = volume_id.replace("/", "-")
-    if name in ("", ".", "..") or "\0" in name:
-        raise ClientError(f"server returned volume ID {volume_id!r}, unusable as a directory")
-    return os.path.join(os.path.dirname(socket), "staging", name)
-
-
-@contextmanager
-def _session(ctx: click.Context) -> Iterator[SharevolClient]:
-    """A connected client; client and OS failures leave as one-line CliErrors."""
-    settings = ctx.find_object(_Settings)
-    if settings is None:  # only when a command is invoked without its group
-        settings = _Settings(DEFAULT_ENDPOINT, DEFAULT_TIMEOUT)
-    try:
-        with SharevolClient(settings.endpoint, settings.timeout) as client:
-            yield client
-    except (ClientError, SharevolError) as error:
-        raise CliError(str(error)) from None
-    except OSError as error:
-        where = f": {error.filename}" if error.filename else ""
-        raise CliError(f"{error.strerror or error}{where}") from None
 
 
 def _status(volume: admin_pb2.VolumeInfo) -> str:
@@ -97,12 +56,6 @@ def _reclaim(volume: admin_pb2.VolumeInfo) -> str:
 
 def _quota_text(enforced: bool) -> str:
     return "enforced" if enforced else "not enforced: writes can go beyond the capacity"
-
-
-def _capability(volume: admin_pb2.VolumeInfo) -> csi_pb2.VolumeCapability:
-    if not volume.access_modes:
-        raise ClientError(f"volume {volume.name!r} has no access mode recorded on the server")
-    return volume_capability(volume.access_modes[0], volume.access_type)
 
 
 @click.group(cls=Group)
@@ -124,7 +77,7 @@ def _capability(volume: admin_pb2.VolumeInfo) -> csi_pb2.VolumeCapability:
 @click.pass_context
 def volume(ctx: click.Context, endpoint: str, timeout: float) -> None:
     """Create, list, mount and delete volumes on a running sharevol server."""
-    ctx.obj = _Settings(endpoint=endpoint, timeout=timeout)
+    ctx.obj = Settings(endpoint=endpoint, timeout=timeout)
 
 
 def _parse_params(
@@ -193,7 +146,7 @@ def create(
         parameters["pool"] = pool
     modes = list(dict.fromkeys(mode.lower() for mode in access_modes)) or ["rwo"]
     access_type = "block" if block else "mount"
-    with _session(ctx) as client:
+    with session(ctx) as client:
         capabilities = [volume_capability(ACCESS_MODES[mode], access_type) for mode in modes]
         if from_snapshot or from_volume:  # sharevol.cli.snapshot_cmd follows a background copy
             created = create_from_source(
@@ -217,7 +170,7 @@ def create(
 @click.pass_context
 def list_volumes(ctx: click.Context, output_format: str) -> None:
     """List volumes with their usage, like `kubectl get pv`."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         volumes = sorted(client.list_volumes(), key=lambda item: (item.name, item.volume_id))
     if output_format == "json":
         output.print_json([output.message_to_dict(item) for item in volumes])
@@ -248,7 +201,7 @@ def list_volumes(ctx: click.Context, output_format: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, output_format: str) -> None:
     """Show everything the server knows about volume NAME."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_volume(name=name)
     if output_format == "json":
         output.print_json(output.message_to_dict(info))
@@ -283,7 +236,7 @@ def get(ctx: click.Context, name: str, output_format: str) -> None:
 @click.pass_context
 def stats(ctx: click.Context, name: str, output_format: str) -> None:
     """Show the usage of volume NAME, as its quota counts it."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_volume(name=name)
     known = info.used_bytes >= 0
     available = max(info.capacity_bytes - info.used_bytes, 0) if known else -1
@@ -322,7 +275,7 @@ def stats(ctx: click.Context, name: str, output_format: str) -> None:
 def expand(ctx: click.Context, name: str, size: int) -> None:
     """Grow volume NAME online (CSI ControllerExpandVolume, then NodeExpandVolume where it is
     mounted on this machine). Volumes never shrink."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_volume(name=name)
         if size < info.capacity_bytes:
             fail(
@@ -345,7 +298,7 @@ def expand(ctx: click.Context, name: str, size: int) -> None:
                         mounts[0].target_path,
                         mounts[0].staging_path,
                         expanded.capacity_bytes,
-                        _capability(info),
+                        recorded_capability(info),
                     )
                     note = f"; its {what} grew online"
                 except ClientError as error:
@@ -358,84 +311,12 @@ def expand(ctx: click.Context, name: str, size: int) -> None:
 @click.pass_context
 def delete(ctx: click.Context, name: str) -> None:
     """Delete volume NAME (CSI DeleteVolume); its reclaim policy decides what happens to data."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_volume(name=name)
         client.delete_volume(info.volume_id)
     effect = _RECLAIM_EFFECT.get(info.on_delete, f"reclaim policy {info.on_delete!r} applied")
     click.echo(f"volume {name} deleted ({info.volume_id}): {effect}")
 
 
-@volume.command()
-@click.argument("name")
-@click.argument("path", type=click.Path(dir_okay=True, file_okay=True))
-@click.option("--readonly", is_flag=True, help="Mount read-only.")
-@click.pass_context
-def mount(ctx: click.Context, name: str, path: str, readonly: bool) -> None:
-    """Mount volume NAME at PATH on this machine (CSI NodeStage, then NodePublish)."""
-    target = os.path.abspath(path)
-    parent = os.path.dirname(target)
-    if not os.path.isdir(parent):
-        fail(f"cannot mount at {target}: its parent directory {parent} does not exist")
-    with _session(ctx) as client:
-        info = client.get_volume(name=name)
-        capability = _capability(info)
-        # A reader-only volume is mounted read-only whether or not --readonly was given.
-        readonly = readonly or capability.access_mode.mode in _READER_ONLY
-        stage = staging_path(client.path, info.volume_id)
-        was_staged = any(p.volume_id == info.volume_id for p in client.list_publications())
-        # The CO creates the staging directory; the SP mounts on it (CSI NodeStageVolume).
-        os.makedirs(stage, mode=0o750, exist_ok=True)
-        try:
-            client.node_stage_volume(info.volume_id, stage, capability)
-            client.node_publish_volume(info.volume_id, target, stage, capability, readonly)
-        except ClientError:
-            if not was_staged:
-                _undo_stage(client, info.volume_id, stage)
-            raise
-    mode = "read-only" if readonly else "read-write"
-    click.echo(f"volume {name} mounted at {target} ({mode}), staged at {stage}")
-
-
-def _undo_stage(client: SharevolClient, volume_id: str, stage: str) -> None:
-    """Best effort: a failed first mount should not leave a staged volume nobody can unmount."""
-    try:
-        client.node_unstage_volume(volume_id, stage)
-        os.rmdir(stage)
-    except (ClientError, OSError) as error:
-        click.echo(f"warning: volume {volume_id} stays staged at {stage}: {error}", err=True)
-
-
-@volume.command()
-@click.argument("path", type=click.Path())
-@click.pass_context
-def unmount(ctx: click.Context, path: str) -> None:
-    """Unmount the volume mounted at PATH; unstage it when no other mount uses it."""
-    target = os.path.abspath(path)
-    candidates = {target, os.path.realpath(target)}
-    with _session(ctx) as client:
-        found = [
-            publication
-            for publication in client.list_publications()
-            if os.path.normpath(publication.target_path) in candidates
-        ]
-        if not found:
-            fail(f"no sharevol volume is mounted at {target}")
-        publication = found[0]
-        volume_id = publication.volume_id
-        client.node_unpublish_volume(volume_id, publication.target_path)
-        others = [p for p in client.list_publications() if p.volume_id == volume_id]
-        if others:
-            click.echo(f"unmounted {target} ({volume_id}); it stays mounted at {len(others)} more")
-            return
-        stage = publication.staging_path or staging_path(client.path, volume_id)
-        client.node_unstage_volume(volume_id, stage)
-        ours = os.path.dirname(stage) == os.path.join(os.path.dirname(client.path), "staging")
-    message = f"unmounted {target} ({volume_id}) and unstaged it"
-    if ours:
-        try:
-            os.rmdir(stage)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            click.echo(f"warning: left staging directory {stage}: {error.strerror}", err=True)
-    click.echo(message)
+volume.add_command(mount)
+volume.add_command(unmount)

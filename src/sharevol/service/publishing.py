@@ -3,8 +3,9 @@
 
 Idempotency follows the CSI spec's tables and is decided from `/proc/self/mountinfo` (what is
 really mounted) plus one small record per stage and publication (what mountinfo cannot show:
-capability, readonly flag, volume ID). Unpublish is a verified unmount followed by `rmdir`,
-never a recursive delete.
+capability, readonly flag, volume ID); the rules themselves live in
+sharevol.service.publish_rules. Unpublish is a verified unmount followed by `rmdir`, never a
+recursive delete.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from sharevol.catalog.records import AccessMode, Capability
+from sharevol.catalog.records import Capability
 from sharevol.errors import (
-    AlreadyExists,
     FailedPrecondition,
     Internal,
     NotFound,
@@ -36,11 +36,14 @@ from sharevol.service.mount_points import (
 )
 from sharevol.service.nfs_source import NfsSource, nfs_source
 from sharevol.service.node_state import NodeState, PublishRecord, StageRecord
+from sharevol.service.publish_rules import PublishRules, capability_covered, show_capability
 from sharevol.service.stage_image import ImageStager
 from sharevol.service.stage_nfs import NfsStager
 from sharevol.sys.mounts import MountEntry, Mounter, MountIdentity, identity_of, top_mount_at
 from sharevol.sys.nfs_mount import MOUNT_TIMEOUT
 from sharevol.sys.runner import CommandRunner, SubprocessRunner
+
+__all__ = ["Locator", "NodePublisher", "Publication", "capability_covered"]
 
 log = logging.getLogger(__name__)
 
@@ -60,32 +63,6 @@ class Publication(NamedTuple):
     readonly: bool
 
 
-# (nodes, writers) an access mode allows; a request may not exceed what the volume was made for.
-_REACH: dict[AccessMode, tuple[int, int]] = {
-    AccessMode.SINGLE_NODE_READER_ONLY: (1, 0),
-    AccessMode.SINGLE_NODE_SINGLE_WRITER: (1, 1),
-    AccessMode.SINGLE_NODE_WRITER: (1, 2),
-    AccessMode.SINGLE_NODE_MULTI_WRITER: (1, 2),
-    AccessMode.MULTI_NODE_READER_ONLY: (2, 0),
-    AccessMode.MULTI_NODE_SINGLE_WRITER: (2, 1),
-    AccessMode.MULTI_NODE_MULTI_WRITER: (2, 2),
-}
-
-
-def capability_covered(requested: Capability, offered: Sequence[Capability]) -> bool:
-    """Whether a volume created with `offered` capabilities can serve `requested`: same access
-    type, and no more nodes or writers than one of the offered access modes allows."""
-    if not offered:
-        return True
-    nodes, writers = _REACH[requested.access_mode]
-    for capability in offered:
-        max_nodes, max_writers = _REACH[capability.access_mode]
-        same_type = capability.access_type == requested.access_type
-        if same_type and nodes <= max_nodes and writers <= max_writers:
-            return True
-    return False
-
-
 class NodePublisher:
     """Stage, publish, unpublish, unstage and stats of volumes on one node."""
 
@@ -102,6 +79,7 @@ class NodePublisher:
         self._mounter = mounter
         self._state = NodeState(state_dir)
         self._node_id = node_id
+        self._rules = PublishRules(mounter, self._state, node_id)
         self.images = ImageStager(
             locator, mounter, runner or SubprocessRunner(), state_dir, node_id, self._state
         )
@@ -137,68 +115,19 @@ class NodePublisher:
         top = top_mount_at(entries, staging)
         record = self._state.stage(staging)
         if top is not None:
-            self._check_staged_same(top, record, volume_id, staging, capability, identity)
+            self._rules.check_staged_same(top, record, volume_id, staging, capability, identity)
             return
         if record is not None:
             log.info("dropping stale stage record of %s at %s", record.volume_id, staging)
             self._state.remove_stage(staging)
         make_mount_point(staging, "staging path")
-        self._state.put_stage(
-            StageRecord(
-                volume_id=volume_id,
-                staging_path=staging,
-                capability=capability,
-                node_id=self._node_id,
-                device=identity.device,
-                root=identity.root,
-            )
-        )
+        self._state.put_stage(self._rules.stage_record(volume_id, staging, capability, identity))
         try:
             self._mounter.bind(volume.path, staging, readonly=capability.access_mode.read_only)
         except BaseException:
             self._state.remove_stage(staging)
             raise
         log.info("staged %s at %s", volume_id, staging)
-
-    def _check_staged_same(
-        self,
-        top: MountEntry,
-        record: StageRecord | None,
-        volume_id: str,
-        staging: str,
-        capability: Capability,
-        identity: MountIdentity,
-    ) -> None:
-        if not top.identity.same_source(identity):
-            raise AlreadyExists(
-                f"staging path {staging} already holds another mount ({describe(top)}); "
-                f"unstage it before staging volume {volume_id} there"
-            )
-        if record is not None and record.identity.same_source(top.identity):
-            if record.volume_id != volume_id or record.capability != capability:
-                raise AlreadyExists(
-                    f"volume {volume_id} is already staged at {staging} with capability "
-                    f"{_show(record.capability)}, not {_show(capability)}; unstage it first"
-                )
-            return
-        # A mount of this volume without a (valid) record, e.g. the state dir was lost:
-        # adopt it if what mountinfo shows agrees with the request.
-        if top.read_only != capability.access_mode.read_only:
-            raise AlreadyExists(
-                f"volume {volume_id} is already staged at {staging} "
-                f"{'read-only' if top.read_only else 'read-write'}, which {_show(capability)} "
-                "does not match; unstage it first"
-            )
-        self._state.put_stage(
-            StageRecord(
-                volume_id=volume_id,
-                staging_path=staging,
-                capability=capability,
-                node_id=self._node_id,
-                device=top.device,
-                root=top.root,
-            )
-        )
 
     def unstage(self, volume_id: str, staging_path: StrPath) -> None:
         """Unmount the stage (verified); not staged: OK. The staging dir itself belongs to the
@@ -242,13 +171,12 @@ class NodePublisher:
             )
         if self._nfs_source(volume_id, volume_context) is not None:
             self.nfs.publish(volume_id, staging_path, target_path, capability, readonly,
-                             self._check_other_targets)  # fmt: skip
+                             self._rules.check_other_targets)  # fmt: skip
             return
         volume = self._locate_for_use(volume_id, capability)
         if volume.record.kind != "directory":
-            self.images.publish(
-                volume, staging_path, target_path, capability, readonly, self._check_other_targets
-            )
+            self.images.publish(volume, staging_path, target_path, capability, readonly,
+                                self._rules.check_other_targets)  # fmt: skip
             return
         staging = canonical_path(staging_path, "staging_target_path")
         target = canonical_path(target_path, "target_path")
@@ -258,7 +186,7 @@ class NodePublisher:
         top = top_mount_at(entries, target)
         record = self._state.publication(target)
         if top is not None:
-            self._check_published_same(
+            self._rules.check_published_same(
                 top, record, volume_id, staging, target, capability, readonly, identity
             )
             return
@@ -276,19 +204,10 @@ class NodePublisher:
                 f"volume {volume_id} is staged read-only at {staging}; it cannot be published "
                 "read-write from there"
             )
-        self._check_other_targets(volume_id, target, capability, entries)
+        self._rules.check_other_targets(volume_id, target, capability, entries)
         created = make_mount_point(target, "target path")
         self._state.put_publication(
-            PublishRecord(
-                volume_id=volume_id,
-                target_path=target,
-                staging_path=staging,
-                capability=capability,
-                readonly=readonly,
-                node_id=self._node_id,
-                device=identity.device,
-                root=identity.root,
-            )
+            self._rules.publish_record(volume_id, target, staging, capability, readonly, identity)
         )
         try:
             self._mounter.bind(staging, target, readonly=want_ro)
@@ -298,86 +217,6 @@ class NodePublisher:
                 rmdir_quietly(target)
             raise
         log.info("published %s at %s (%s)", volume_id, target, "ro" if want_ro else "rw")
-
-    def _check_published_same(
-        self,
-        top: MountEntry,
-        record: PublishRecord | None,
-        volume_id: str,
-        staging: str,
-        target: str,
-        capability: Capability,
-        readonly: bool,
-        identity: MountIdentity,
-    ) -> None:
-        if not top.identity.same_source(identity):
-            raise AlreadyExists(
-                f"target path {target} already holds another mount ({describe(top)}); "
-                f"volume {volume_id} cannot be published there"
-            )
-        want_ro = readonly or capability.access_mode.read_only
-        if record is not None and record.identity.same_source(top.identity):
-            differences = [
-                what
-                for what, differs in (
-                    ("volume", record.volume_id != volume_id),
-                    ("capability", record.capability != capability),
-                    ("readonly flag", record.readonly != readonly),
-                    ("staging path", record.staging_path != staging),
-                )
-                if differs
-            ]
-            if differences:
-                raise AlreadyExists(
-                    f"volume {record.volume_id} is already published at {target} with a "
-                    f"different {', '.join(differences)}; unpublish it first"
-                )
-            if want_ro and not top.read_only:
-                # Someone made our read-only mount writable; put the promise back.
-                self._mounter.remount_readonly(target)
-            return
-        if top.read_only != want_ro:
-            raise AlreadyExists(
-                f"volume {volume_id} is already published at {target} "
-                f"{'read-only' if top.read_only else 'read-write'}; the request asks for "
-                f"{'read-only' if want_ro else 'read-write'}; unpublish it first"
-            )
-        self._check_other_targets(volume_id, target, capability, self._mounter.mounts())
-        self._state.put_publication(
-            PublishRecord(
-                volume_id=volume_id,
-                target_path=target,
-                staging_path=staging,
-                capability=capability,
-                readonly=readonly,
-                node_id=self._node_id,
-                device=top.device,
-                root=top.root,
-            )
-        )
-
-    def _check_other_targets(
-        self,
-        volume_id: str,
-        target: str,
-        capability: Capability,
-        entries: Sequence[MountEntry],
-    ) -> None:
-        """CSI publish table: a second target on one node needs a mode that allows it, on both
-        the new request and the existing publication (an RWOP publication stays single)."""
-        for other in self._state.publications():
-            if other.volume_id != volume_id or other.target_path == target:
-                continue
-            other_top = top_mount_at(entries, other.target_path)
-            if other_top is None or not other_top.identity.same_source(other.identity):
-                continue
-            modes = (capability.access_mode, other.capability.access_mode)
-            if not all(mode.allows_many_targets for mode in modes):
-                raise FailedPrecondition(
-                    f"volume {volume_id} is already published at {other.target_path} on node "
-                    f"{self._node_id} with {other.capability.access_mode.value}; access mode "
-                    f"{capability.access_mode.value} does not allow another target"
-                )
 
     def unpublish(self, volume_id: str, target_path: StrPath) -> None:
         """Unmount every mount of the volume at `target_path` (verified), then remove the
@@ -486,14 +325,15 @@ class NodePublisher:
         """The volume, if the requested capability is within what it was created with."""
         volume = self._locator.locate(volume_id)
         if not capability_covered(capability, volume.record.capabilities):
-            offered = ", ".join(_show(cap) for cap in volume.record.capabilities)
+            offered = ", ".join(show_capability(cap) for cap in volume.record.capabilities)
             raise FailedPrecondition(
-                f"volume {volume_id} was created for {offered}; {_show(capability)} exceeds it"
+                f"volume {volume_id} was created for {offered}; {show_capability(capability)} "
+                "exceeds it"
             )
         if (capability.access_type == "block") != (volume.record.kind == "block"):
             raise FailedPrecondition(
-                f"volume {volume_id} is a {volume.record.kind} volume; {_show(capability)} "
-                "does not apply to it"
+                f"volume {volume_id} is a {volume.record.kind} volume; "
+                f"{show_capability(capability)} does not apply to it"
             )
         return volume
 
@@ -528,6 +368,3 @@ def _volume_identity(
         )
     return identity_of(entries, os.path.realpath(volume.path))
 
-
-def _show(capability: Capability) -> str:
-    return f"{capability.access_type}/{capability.access_mode.value}"

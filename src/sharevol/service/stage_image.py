@@ -44,7 +44,7 @@ from sharevol.sys.runner import CommandRunner
 log = logging.getLogger(__name__)
 
 OtherTargetsCheck = Callable[[str, str, Capability, Sequence[MountEntry]], None]
-"""NodePublisher._check_other_targets: the CSI publish table for a second target."""
+"""PublishRules.check_other_targets: the CSI publish table for a second target."""
 
 
 class Locator(Protocol):

@@ -32,6 +32,7 @@ from sharevol.service.nfs_source import NfsSource
 from sharevol.service.nfs_state import NfsStageRecord, NfsStages
 from sharevol.service.nfs_stats import nfs_stats
 from sharevol.service.node_state import NodeState, PublishRecord
+from sharevol.service.publish_rules import check_same_parameters
 from sharevol.sys.mounts import MountEntry, Mounter
 from sharevol.sys.nfs_mount import (
     MOUNT_TIMEOUT,
@@ -50,7 +51,7 @@ from sharevol.sys.runner import CommandRunner
 log = logging.getLogger(__name__)
 
 OtherTargetsCheck = Callable[[str, str, Capability, Sequence[MountEntry]], None]
-"""NodePublisher._check_other_targets: the CSI publish table for a second target."""
+"""PublishRules.check_other_targets: the CSI publish table for a second target."""
 Prober = Callable[[str, float], Probe]
 
 
@@ -361,21 +362,7 @@ def _check_same_publication(
                 f"{'read-only' if top.read_only else 'read-write'}; unpublish it first"
             )
         return
-    differences = [
-        what
-        for what, differs in (
-            ("volume", record.volume_id != volume_id),
-            ("capability", record.capability != capability),
-            ("readonly flag", record.readonly != readonly),
-            ("staging path", record.staging_path != staging),
-        )
-        if differs
-    ]
-    if differences:
-        raise AlreadyExists(
-            f"volume {record.volume_id} is already published at {target} with a different "
-            f"{', '.join(differences)}; unpublish it first"
-        )
+    check_same_parameters(record, volume_id, staging, target, capability, readonly)
 
 
 def _show(capability: Capability) -> str:

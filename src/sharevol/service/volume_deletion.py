@@ -20,7 +20,7 @@ from sharevol.service.ids import check_id_length, parse_volume_id
 from sharevol.service.index import VolumeIndex
 from sharevol.service.locate import PoolHandle
 
-# Logged under Provisioner's name, as before this flow had its own module: log filters use it.
+# Under Provisioner's module name: the flow's log lines keep the logger name they always had.
 log = logging.getLogger("sharevol.service.provisioning")
 
 MountsOf = Callable[[VolumeRecord], list[str]]
