@@ -1,12 +1,11 @@
 """The node side with real bind mounts: SystemMounter, /proc/self/mountinfo and the kernel's
-read-only enforcement, on a volume directory of a plain tmp-dir pool with a real catalog."""
+read-only enforcement, on a volume directory of a real plain pool with a real catalog."""
 
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,11 @@ import pytest
 from sharevol.catalog.records import AccessMode, Capability, VolumeRecord
 from sharevol.catalog.store import Catalog
 from sharevol.errors import FailedPrecondition
-from sharevol.pools.base import ContentRef, CopyOutcome, PoolCapabilities, PoolSpace, VolumeUsage
+from sharevol.pools.plain import PlainPool
 from sharevol.service.locate import PoolHandle, VolumeLocator
 from sharevol.service.publishing import NodePublisher
 from sharevol.sys.mounts import SystemMounter
 from sharevol.sys.runner import SubprocessRunner
-from sharevol.sys.tree_copy import CopyControl
 
 pytestmark = pytest.mark.root
 
@@ -30,77 +28,10 @@ ROX = Capability(access_mode=AccessMode.MULTI_NODE_READER_ONLY)
 
 
 @dataclass
-class DirectoryPool:
-    """A pool that is just folders (no quota): enough to locate volumes and report usage."""
-
-    root: Path
-    name: str = "tmp"
-    kind: str = "plain"
-    capabilities: PoolCapabilities = field(
-        default_factory=lambda: PoolCapabilities(enforces_quota=False, reports_usage=False)
-    )
-
-    def start(self) -> None:
-        (self.root / "volumes").mkdir(parents=True, exist_ok=True)
-
-    def volume_path(self, directory: str) -> Path:
-        return self.root / "volumes" / directory
-
-    def create_volume(self, directory: str, capacity_bytes: int) -> dict[str, int | str]:
-        self.volume_path(directory).mkdir(exist_ok=True)
-        return {}
-
-    def delete_volume(self, directory: str, backend: dict[str, int | str]) -> None:
-        raise NotImplementedError
-
-    def archive_volume(self, directory: str, archive_name: str) -> None:
-        raise NotImplementedError
-
-    def set_limit(self, directory: str, capacity_bytes: int, backend: dict[str, int | str]) -> None:
-        pass
-
-    def usage(
-        self, directory: str, capacity_bytes: int, backend: dict[str, int | str]
-    ) -> VolumeUsage:
-        used = sum(entry.stat().st_size for entry in os.scandir(self.volume_path(directory)))
-        stat = os.statvfs(self.volume_path(directory))
-        return VolumeUsage(
-            capacity_bytes, used, capacity_bytes - used, stat.f_files, 0, stat.f_ffree
-        )
-
-    def space(self) -> PoolSpace:
-        raise NotImplementedError
-
-    def snapshot_path(self, directory: str) -> Path:
-        raise NotImplementedError
-
-    def create_snapshot(
-        self,
-        volume_directory: str,
-        snapshot_directory: str,
-        size_bytes: int,
-        control: CopyControl | None = None,
-    ) -> CopyOutcome:
-        raise NotImplementedError
-
-    def delete_snapshot(self, snapshot_directory: str) -> None:
-        raise NotImplementedError
-
-    def clone_volume(
-        self,
-        source: ContentRef,
-        directory: str,
-        capacity_bytes: int,
-        control: CopyControl | None = None,
-    ) -> CopyOutcome:
-        raise NotImplementedError
-
-
-@dataclass
 class RealNode:
     publisher: NodePublisher
     mounter: SystemMounter
-    pool: DirectoryPool
+    pool: PlainPool
     catalog: Catalog
     kubelet: Path
 
@@ -145,7 +76,8 @@ def node(tmp_path: Path) -> Iterator[RealNode]:
     """A node on real bind mounts; every mount under tmp_path is undone even if a test fails."""
     runner = SubprocessRunner()
     mounter = SystemMounter(runner)
-    pool = DirectoryPool(tmp_path / "pool")
+    (tmp_path / "pool").mkdir()
+    pool = PlainPool("tmp", tmp_path / "pool")
     pool.start()
     catalog = Catalog(pool.root)
     catalog.ensure()
@@ -209,7 +141,9 @@ def test_read_write_publish_writes_reach_the_volume_directory(node: RealNode) ->
     assert (node.volume_dir(volume_id) / "data.txt").read_text() == "hello volume"
     usage, abnormal, _ = node.publisher.stats(volume_id, target)
     assert not abnormal
-    assert usage.used_bytes == len("hello volume")
+    # a plain pool counts allocated blocks: the file's one block and the volume directory's
+    assert usage.used_inodes == 2
+    assert 4096 <= usage.used_bytes <= 3 * 4096
 
 
 def test_repeated_stage_and_publish_leave_one_mount_each(node: RealNode) -> None:
