@@ -80,7 +80,9 @@ def test_up_writes_pools_yaml_serves_all_modes_and_detaches_on_sigterm(
     assert outcome.exit_code == 0, outcome.output
     config = ServerConfig.model_validate(yaml.safe_load((tmp_path / "pools.yaml").read_text()))
     assert config == ServerConfig(
-        pools=(PoolConfig(name="default", path=tmp_path / "pool", kind="btrfs"),),
+        pools=(
+            PoolConfig(name="default", path=tmp_path / "pool", kind="btrfs", overcommit=10.0),
+        ),
         default_pool="default",
     )
     (server,) = servers

@@ -27,6 +27,8 @@ from sharevol.units import format_size
 
 POOL_NAME = "default"
 STOP_GRACE = 5.0
+EMBEDDED_OVERCOMMIT = 10.0
+"""A 10 GiB playground pool takes, say, csi-sanity's several 10 GiB test volumes at once."""
 _MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
 
 
@@ -44,6 +46,14 @@ _MAX_SOCKET_PATH = 107  # sockaddr_un.sun_path holds 108 bytes with the NUL
     default="10Gi",
     show_default=True,
     help="Size of the pool image; a bigger size grows an existing pool, it never shrinks.",
+)
+@click.option(
+    "--overcommit",
+    type=click.FloatRange(0.1, 100.0),
+    default=EMBEDDED_OVERCOMMIT,
+    show_default=True,
+    help="Volume sizes may add up to the pool size times this. The embedded pool is thin "
+    "(sparse image, quota limits), so it promises more than it holds; 1 gives strict accounting.",
 )
 @click.option(
     "--fs",
@@ -99,6 +109,7 @@ def up(
     log_format: str,
     metrics_address: str,
     fs: FsName | None = None,
+    overcommit: float = 10.0,
 ) -> None:
     """Run sharevol on this machine: one pool, every CSI service, until Ctrl-C."""
     configure_logging(log_level, log_format)
@@ -111,7 +122,7 @@ def up(
         pool = EmbeddedPool(state_dir, size, SubprocessRunner(), fs=fs)
         result = pool.attach()
         config = _write_pools_yaml(
-            state_dir / "pools.yaml", result, nfs_config(nfs_listen, nfs_clients)
+            state_dir / "pools.yaml", result, nfs_config(nfs_listen, nfs_clients), overcommit
         )
         server = build_server(
             config,
@@ -134,7 +145,9 @@ def up(
             fail(f"{exc} (the pool stays attached at {result.path})")
         _print_next_steps(endpoint, node_id)
         if server.metrics is not None:
-            click.echo(f"sharevol up: Prometheus metrics at http://{server.metrics.url_host}/metrics")
+            click.echo(
+                f"sharevol up: Prometheus metrics at http://{server.metrics.url_host}/metrics"
+            )
         if config.nfs is not None:
             _print_nfs(config.nfs)
         signum = stop.wait()
@@ -145,11 +158,16 @@ def up(
 
 
 def _write_pools_yaml(
-    path: Path, result: EmbeddedResult, nfs: NfsConfig | None = None
+    path: Path,
+    result: EmbeddedResult,
+    nfs: NfsConfig | None = None,
+    overcommit: float = 1.0,
 ) -> ServerConfig:
     """The config `sharevol serve --config` would read for this pool; written for reuse."""
     config = ServerConfig(
-        pools=(PoolConfig(name=POOL_NAME, path=result.path, kind=result.kind),),
+        pools=(
+            PoolConfig(name=POOL_NAME, path=result.path, kind=result.kind, overcommit=overcommit),
+        ),
         default_pool=POOL_NAME,
         nfs=nfs,
     )
