@@ -361,3 +361,23 @@ def test_server_restart_loses_nothing(config: ServerConfig, tmp_path: Path) -> N
                 volume_id=volume.volume_id, staging_target_path=str(staging)
             )
         )
+
+
+def test_publish_onto_a_target_the_co_already_made_works(
+    stubs: Stubs, tmp_path: Path, mounted: list[Mounted]
+) -> None:
+    """csi-sanity creates the target directory itself before NodePublishVolume."""
+    volume = mount(stubs, tmp_path, mounted, "precreated")
+    target = tmp_path / "made-by-co"
+    target.mkdir()
+    volume.publish(target)
+    (target / "f").write_text("ok")
+    stats = stubs.node.NodeGetVolumeStats(
+        csi_pb2.NodeGetVolumeStatsRequest(
+            volume_id=volume.volume.volume_id, volume_path=str(target)
+        )
+    )
+    assert not stats.volume_condition.abnormal
+    volume.targets.remove(target)
+    volume.unpublish(target)
+    assert str(target) not in Path("/proc/self/mountinfo").read_text()
