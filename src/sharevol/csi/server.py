@@ -153,38 +153,16 @@ def build_server(
     node_local = any(h.pool.capabilities.node_local for h in handles.values())
     mounter = SystemMounter(SubprocessRunner())
 
-    provisioner: Provisioner | None = None
+    controller = (
+        _controller_side(config, handles, state_dir, mounter, node_id)
+        if mode in ("all", "controller")
+        else None
+    )
+    provisioner = controller.provisioner if controller else None
+    snapshots = controller.snapshots if controller else None
+    clones = controller.clones if controller else None
+    nfs = controller.nfs if controller else None
     publisher: NodePublisher | None = None
-    snapshots: SnapshotService | None = None
-    copy_jobs: CopyJobs | None = None
-    clones: CloneService | None = None
-    nfs: VolumeExports | None = None
-    if mode in ("all", "controller"):
-        images = ImageFiles(SubprocessRunner())
-        nfs = exports = volume_exports(
-            config.nfs, config.nfs_pools(), handles, state_dir / "nfs", mounter
-        )
-
-        def mounts_of(record: VolumeRecord) -> list[str]:
-            path = handles[record.pool].pool.volume_path(record.directory)
-            # in_use drops Ganesha's bind mount and adds the nodes the volume is published to
-            return exports.in_use(record, [*mount_points_of(mounter, path), *images.users(path)])
-
-        provisioner = Provisioner(
-            handles,
-            config.default,
-            node_name(node_id),  # topology labels take the name part of "name@address"
-            mounts_of=mounts_of,
-            images=images,
-        )
-        provisioner.hooks.append(nfs)
-        provisioner.reapply_limits()
-        copy_jobs = CopyJobs()
-        snapshots = SnapshotService(provisioner, copy_jobs)
-        clones = CloneService(provisioner, snapshots, copy_jobs)
-        provisioner.content = clones
-        snapshots.resume()
-        clones.resume()
     if mode in ("all", "node"):
         node_state = state_dir / "node"
         node_state.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -228,8 +206,64 @@ def build_server(
     if nfs is not None:
         nfs.start()  # last: a failure above leaves no Ganesha behind
     return CsiServer(
-        server, path, provisioner, publisher, locks, snapshots, copy_jobs, nfs, metrics=metrics
+        server,
+        path,
+        provisioner,
+        publisher,
+        locks,
+        snapshots,
+        controller.copy_jobs if controller else None,
+        nfs,
+        metrics=metrics,
     )
+
+
+@dataclass(frozen=True)
+class _ControllerSide:
+    """The controller's services, wired to each other."""
+
+    provisioner: Provisioner
+    snapshots: SnapshotService
+    clones: CloneService
+    copy_jobs: CopyJobs
+    nfs: VolumeExports | None
+
+
+def _controller_side(
+    config: ServerConfig,
+    handles: dict[str, PoolHandle],
+    state_dir: Path,
+    mounter: SystemMounter,
+    node_id: str,
+) -> _ControllerSide:
+    """Provisioning with its hooks (NFS exports), snapshots, clones and their copy jobs; limits
+    re-applied and interrupted copies resumed from the records."""
+    images = ImageFiles(SubprocessRunner())
+    nfs = exports = volume_exports(
+        config.nfs, config.nfs_pools(), handles, state_dir / "nfs", mounter
+    )
+
+    def mounts_of(record: VolumeRecord) -> list[str]:
+        path = handles[record.pool].pool.volume_path(record.directory)
+        # in_use drops Ganesha's bind mount and adds the nodes the volume is published to
+        return exports.in_use(record, [*mount_points_of(mounter, path), *images.users(path)])
+
+    provisioner = Provisioner(
+        handles,
+        config.default,
+        node_name(node_id),  # topology labels take the name part of "name@address"
+        mounts_of=mounts_of,
+        images=images,
+    )
+    provisioner.hooks.append(nfs)
+    provisioner.reapply_limits()
+    copy_jobs = CopyJobs()
+    snapshots = SnapshotService(provisioner, copy_jobs)
+    clones = CloneService(provisioner, snapshots, copy_jobs)
+    provisioner.content = clones
+    snapshots.resume()
+    clones.resume()
+    return _ControllerSide(provisioner, snapshots, clones, copy_jobs, nfs)
 
 
 def _claim_socket(path: Path) -> None:
