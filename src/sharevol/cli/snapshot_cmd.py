@@ -9,19 +9,17 @@ background and `create` follows the copy with a progress bar (or returns at once
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 
 import click
 import grpc
 
 from sharevol.cli import output
 from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, SharevolClient
-from sharevol.cli.common import CliError, Group
+from sharevol.cli.common import Group
 from sharevol.cli.progress import CopyState, follow_copy
+from sharevol.cli.session import Settings, session
 from sharevol.csi._proto import admin_pb2, csi_pb2
-from sharevol.errors import SharevolError
 from sharevol.units import format_size
 
 __all__ = ["create_from_source", "snapshot"]
@@ -32,25 +30,6 @@ _METHOD_TEXT = {
     "reflink": "reflink copy",
     "copy": "full copy, made in the background",
 }
-
-
-@dataclass(frozen=True)
-class _Settings:
-    endpoint: str
-    timeout: float
-
-
-@contextmanager
-def _session(ctx: click.Context) -> Iterator[SharevolClient]:
-    """A connected client; client and OS failures leave as one-line CliErrors."""
-    settings = ctx.find_object(_Settings) or _Settings(DEFAULT_ENDPOINT, DEFAULT_TIMEOUT)
-    try:
-        with SharevolClient(settings.endpoint, settings.timeout) as client:
-            yield client
-    except (ClientError, SharevolError) as error:
-        raise CliError(str(error)) from None
-    except OSError as error:
-        raise CliError(f"{error.strerror or error}") from None
 
 
 @click.group(cls=Group)
@@ -73,7 +52,7 @@ def _session(ctx: click.Context) -> Iterator[SharevolClient]:
 def snapshot(ctx: click.Context, endpoint: str, timeout: float) -> None:
     """Snapshot volumes, list and delete snapshots; restore one with `volume create
     --from-snapshot`."""
-    ctx.obj = _Settings(endpoint=endpoint, timeout=timeout)
+    ctx.obj = Settings(endpoint=endpoint, timeout=timeout)
 
 
 @snapshot.command()
@@ -88,7 +67,7 @@ def snapshot(ctx: click.Context, endpoint: str, timeout: float) -> None:
 @click.pass_context
 def create(ctx: click.Context, name: str, volume_name: str, wait: bool) -> None:
     """Snapshot volume VOLUME as NAME (CSI CreateSnapshot; running it again is safe)."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         source = client.get_volume(name=volume_name)
         made = client.create_snapshot(name, source.volume_id)
         if not made.ready_to_use and wait:
@@ -123,7 +102,7 @@ def create(ctx: click.Context, name: str, volume_name: str, wait: bool) -> None:
 @click.pass_context
 def list_snapshots(ctx: click.Context, output_format: str) -> None:
     """List snapshots, like `kubectl get volumesnapshotcontent`."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         snapshots = sorted(client.list_snapshots(), key=lambda s: (s.name, s.snapshot_id))
     if output_format == "json":
         output.print_json([output.message_to_dict(item) for item in snapshots])
@@ -154,7 +133,7 @@ def list_snapshots(ctx: click.Context, output_format: str) -> None:
 @click.pass_context
 def get(ctx: click.Context, name: str, output_format: str) -> None:
     """Show everything the server knows about snapshot NAME."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_snapshot(name=name)
     if output_format == "json":
         output.print_json(output.message_to_dict(info))
@@ -182,7 +161,7 @@ def get(ctx: click.Context, name: str, output_format: str) -> None:
 @click.pass_context
 def delete(ctx: click.Context, name: str) -> None:
     """Delete snapshot NAME (CSI DeleteSnapshot); volumes restored from it are not touched."""
-    with _session(ctx) as client:
+    with session(ctx) as client:
         info = client.get_snapshot(name=name)
         client.delete_snapshot(info.snapshot_id)
     click.echo(f"snapshot {name} deleted ({info.snapshot_id})")

@@ -15,9 +15,9 @@ import click
 from sharevol.cli import output
 from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, volume_capability
 from sharevol.cli.common import Group, Size, fail
+from sharevol.cli.session import Settings, session
 from sharevol.cli.snapshot_cmd import create_from_source
 from sharevol.cli.volume_mount_cmd import mount, recorded_capability, staging_path, unmount
-from sharevol.cli.volume_session import Settings, session
 from sharevol.csi._proto import admin_pb2
 from sharevol.units import format_size
 

@@ -11,7 +11,7 @@ import click
 
 from sharevol.cli.client import ClientError, SharevolClient, volume_capability
 from sharevol.cli.common import Command, fail
-from sharevol.cli.volume_session import session
+from sharevol.cli.session import session
 from sharevol.csi._proto import admin_pb2, csi_pb2
 
 _READER_ONLY = (

@@ -1,5 +1,6 @@
-"""The connection every `sharevol volume ...` command makes: the group's endpoint settings and
-a client whose failures leave as one-line `error: ...` CliErrors (exit code 1).
+"""The connection every `sharevol volume ...` and `sharevol snapshot ...` command makes: the
+group's endpoint settings and a client whose failures leave as one-line `error: ...` CliErrors
+(exit code 1).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sharevol.errors import SharevolError
 
 @dataclass(frozen=True)
 class Settings:
-    """What the `volume` group's options say: where the server is and how long to wait."""
+    """What the group's options say: where the server is and how long to wait."""
 
     endpoint: str
     timeout: float
