@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -59,6 +59,9 @@ class VolumeParameters(BaseModel):
     )
 
 
+ParametersModel = TypeVar("ParametersModel", bound=BaseModel)
+
+
 def check_map_size(values: Mapping[str, str], what: str) -> None:
     """CSI: a map field is at most 4 KiB."""
     size = sum(len(k.encode()) + len(v.encode()) for k, v in values.items())
@@ -68,9 +71,15 @@ def check_map_size(values: Mapping[str, str], what: str) -> None:
 
 def parse_parameters(values: Mapping[str, str]) -> VolumeParameters:
     """Validate StorageClass parameters; the error names each bad key and what is allowed."""
+    return parse_model(VolumeParameters, values)
+
+
+def parse_model(model: type[ParametersModel], values: Mapping[str, str]) -> ParametersModel:
+    """Validate a CSI parameters map into `model` (extra="forbid"): INVALID_ARGUMENT naming each
+    bad key and listing the known ones."""
     check_map_size(values, "parameters")
     try:
-        return VolumeParameters.model_validate(dict(values))
+        return model.model_validate(dict(values))
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -79,7 +88,5 @@ def parse_parameters(values: Mapping[str, str]) -> VolumeParameters:
                 problems.append(f"unknown parameter {key!r}")
             else:
                 problems.append(f"parameter {key!r}: {error['msg']}")
-        allowed = ", ".join(
-            field.alias or name for name, field in VolumeParameters.model_fields.items()
-        )
+        allowed = ", ".join(field.alias or name for name, field in model.model_fields.items())
         raise InvalidArgument("; ".join(problems) + f" (known parameters: {allowed})") from None

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sharevol.catalog.records import SnapshotRecord, VolumeRecord
 from sharevol.errors import (
@@ -30,7 +30,7 @@ from sharevol.pools.base import CopyOutcome
 from sharevol.service.copy_jobs import CopyJobs
 from sharevol.service.ids import check_id_length, new_volume_ref, parse_volume_id
 from sharevol.service.locate import PoolHandle
-from sharevol.service.params import check_map_size
+from sharevol.service.params import parse_model
 from sharevol.service.provisioning import Provisioner
 from sharevol.service.snapshot_index import SnapshotIndex
 from sharevol.sys.copy_control import CopyCancelled, CopyControl
@@ -55,19 +55,8 @@ class SnapshotParameters(BaseModel):
 
 
 def parse_snapshot_parameters(values: Mapping[str, str]) -> SnapshotParameters:
-    check_map_size(values, "parameters")
-    try:
-        return SnapshotParameters.model_validate(dict(values))
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = ".".join(str(part) for part in error["loc"]) or "parameters"
-            if error["type"] == "extra_forbidden":
-                problems.append(f"unknown parameter {key!r}")
-            else:
-                problems.append(f"parameter {key!r}: {error['msg']}")
-        known = ", ".join(f.alias or n for n, f in SnapshotParameters.model_fields.items())
-        raise InvalidArgument("; ".join(problems) + f" (known parameters: {known})") from None
+    """Validate VolumeSnapshotClass parameters (the snapshotter's metadata keys only)."""
+    return parse_model(SnapshotParameters, values)
 
 
 @dataclass(frozen=True)
