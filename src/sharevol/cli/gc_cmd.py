@@ -14,8 +14,9 @@ from typing import Any
 import click
 
 from sharevol.cli import output
-from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, SharevolClient
+from sharevol.cli.client import ClientError, SharevolClient
 from sharevol.cli.common import CliError, Command
+from sharevol.cli.session import server_options
 from sharevol.csi._proto import admin_pb2
 from sharevol.units import format_size
 
@@ -51,21 +52,7 @@ class Duration(click.ParamType[int]):
 )
 @click.option("--pool", default="", help="Only this pool (default: every pool).")
 @click.option("--yes", is_flag=True, help="Purge for real; without it, only show what would go.")
-@click.option(
-    "--endpoint",
-    envvar="SHAREVOL_ENDPOINT",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    show_envvar=True,
-    help="The controller's socket.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for each call to the server.",
-)
+@server_options
 def gc(older_than: int, pool: str, yes: bool, endpoint: str, timeout: float) -> None:
     """Purge archived volumes (onDelete: archive) older than an age, data and record.
 

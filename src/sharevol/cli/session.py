@@ -5,9 +5,10 @@ group's endpoint settings and a client whose failures leave as one-line `error: 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import click
 
@@ -38,3 +39,25 @@ def session(ctx: click.Context) -> Iterator[SharevolClient]:
     except OSError as error:
         where = f": {error.filename}" if error.filename else ""
         raise CliError(f"{error.strerror or error}{where}") from None
+
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def server_options(command: Command) -> Command:
+    """`--endpoint` and `--timeout`, the same on every command that talks to the server."""
+    command = click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_TIMEOUT,
+        show_default=True,
+        help="Seconds to wait for each call to the server.",
+    )(command)
+    return click.option(
+        "--endpoint",
+        envvar="SHAREVOL_ENDPOINT",
+        default=DEFAULT_ENDPOINT,
+        show_default=True,
+        show_envvar=True,
+        help="The server's socket, as `sharevol up` serves it.",
+    )(command)

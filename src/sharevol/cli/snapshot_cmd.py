@@ -15,10 +15,10 @@ import click
 import grpc
 
 from sharevol.cli import output
-from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, SharevolClient
+from sharevol.cli.client import ClientError, SharevolClient
 from sharevol.cli.common import Group
 from sharevol.cli.progress import CopyState, follow_copy
-from sharevol.cli.session import Settings, session
+from sharevol.cli.session import Settings, server_options, session
 from sharevol.csi._proto import admin_pb2, csi_pb2
 from sharevol.units import format_size
 
@@ -33,21 +33,7 @@ _METHOD_TEXT = {
 
 
 @click.group(cls=Group)
-@click.option(
-    "--endpoint",
-    envvar="SHAREVOL_ENDPOINT",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    show_envvar=True,
-    help="The server's socket, as `sharevol up` serves it.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for each call to the server.",
-)
+@server_options
 @click.pass_context
 def snapshot(ctx: click.Context, endpoint: str, timeout: float) -> None:
     """Snapshot volumes, list and delete snapshots; restore one with `volume create

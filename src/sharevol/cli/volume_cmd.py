@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import click
 
 from sharevol.cli import output
-from sharevol.cli.client import DEFAULT_ENDPOINT, DEFAULT_TIMEOUT, ClientError, volume_capability
+from sharevol.cli.client import ClientError, volume_capability
 from sharevol.cli.common import Group, Size, fail
-from sharevol.cli.session import Settings, session
+from sharevol.cli.session import Settings, server_options, session
 from sharevol.cli.snapshot_cmd import create_from_source
 from sharevol.cli.volume_mount_cmd import mount, recorded_capability, staging_path, unmount
 from sharevol.csi._proto import admin_pb2
@@ -59,21 +59,7 @@ def _quota_text(enforced: bool) -> str:
 
 
 @click.group(cls=Group)
-@click.option(
-    "--endpoint",
-    envvar="SHAREVOL_ENDPOINT",
-    default=DEFAULT_ENDPOINT,
-    show_default=True,
-    show_envvar=True,
-    help="The server's socket, as `sharevol up` serves it.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    help="Seconds to wait for each call to the server.",
-)
+@server_options
 @click.pass_context
 def volume(ctx: click.Context, endpoint: str, timeout: float) -> None:
     """Create, list, mount and delete volumes on a running sharevol server."""
