@@ -381,3 +381,22 @@ def test_publish_onto_a_target_the_co_already_made_works(
     volume.targets.remove(target)
     volume.unpublish(target)
     assert str(target) not in Path("/proc/self/mountinfo").read_text()
+
+
+def test_stats_and_expand_at_a_relative_path_are_not_found(
+    stubs: Stubs, tmp_path: Path, mounted: list[Mounted]
+) -> None:
+    """csi-sanity sends volume_path "some/path" and expects NOT_FOUND: no volume can be there."""
+    volume = mount(stubs, tmp_path, mounted, "rel")
+    volume.publish(tmp_path / "pod")
+    for volume_id in (volume.volume.volume_id, "fake-vol-id"):
+        stats = csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume_id, volume_path="some/path")
+        assert code_of(lambda r=stats: stubs.node.NodeGetVolumeStats(r)) == C.NOT_FOUND
+        expand = csi_pb2.NodeExpandVolumeRequest(
+            volume_id=volume_id,
+            volume_path="some/path",
+            capacity_range=csi_pb2.CapacityRange(required_bytes=64 * MiB),
+        )
+        assert code_of(lambda r=expand: stubs.node.NodeExpandVolume(r)) == C.NOT_FOUND
+    empty = csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume.volume.volume_id)
+    assert code_of(lambda: stubs.node.NodeGetVolumeStats(empty)) == C.INVALID_ARGUMENT

@@ -322,3 +322,17 @@ def test_a_restore_or_clone_holds_its_source_key() -> None:
     )
     assert set(create(restore)) & set(delete_snapshot) == {f"snapshot:{snapshot_id}"}
     assert set(create(clone)) & set(delete_volume) == {f"volume:{volume_id}"}
+
+
+def test_publish_holds_the_stage_key_so_unstage_cannot_run_underneath() -> None:
+    """An unstage between publish's check of the staging mount and its bind would leave the
+    target bound to an empty staging directory."""
+    publish_keys = LOCK_KEYS["/csi.v1.Node/NodePublishVolume"](
+        csi_pb2.NodePublishVolumeRequest(volume_id="fast/" + "a" * 32)
+    )
+    unstage_keys = LOCK_KEYS["/csi.v1.Node/NodeUnstageVolume"](
+        csi_pb2.NodeUnstageVolumeRequest(volume_id="fast/" + "a" * 32)
+    )
+    locks = KeyLocks()
+    with locks.hold(publish_keys), pytest.raises(errors.Aborted), locks.hold(unstage_keys):
+        pass

@@ -30,7 +30,9 @@ LOCK_KEYS: dict[str, KeyFunction] = {
     "/csi.v1.Controller/DeleteSnapshot": lambda r: [f"snapshot:{r.snapshot_id}"],
     "/csi.v1.Node/NodeStageVolume": lambda r: [f"stage:{r.volume_id}"],
     "/csi.v1.Node/NodeUnstageVolume": lambda r: [f"stage:{r.volume_id}"],
-    "/csi.v1.Node/NodePublishVolume": lambda r: [f"publish:{r.volume_id}"],
+    # Publish also holds the stage key: an unstage between publish's check of the staging
+    # mount and its bind would leave the target bound to the empty staging directory.
+    "/csi.v1.Node/NodePublishVolume": lambda r: [f"publish:{r.volume_id}", f"stage:{r.volume_id}"],
     "/csi.v1.Node/NodeUnpublishVolume": lambda r: [f"publish:{r.volume_id}"],
     "/csi.v1.Node/NodeExpandVolume": lambda r: [f"stage:{r.volume_id}"],
 }

@@ -9,7 +9,7 @@ import grpc
 from sharevol.catalog.records import Capability
 from sharevol.csi._proto import csi_pb2, csi_pb2_grpc
 from sharevol.csi.convert import capability_from_proto, topology_to_proto
-from sharevol.csi.validation import required, required_path
+from sharevol.csi.validation import node_volume_path, required, required_path
 from sharevol.errors import FailedPrecondition, InvalidArgument
 from sharevol.service.node_expand import NodeExpandRequest, expand_on_node
 from sharevol.service.nodes import node_name
@@ -83,7 +83,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeGetVolumeStatsRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeGetVolumeStatsResponse:
         volume_id = required(request.volume_id, "volume_id")
-        volume_path = required_path(request.volume_path, "volume_path")
+        volume_path = node_volume_path(request.volume_path, "volume_path")
         usage, abnormal, message = self._publisher.stats(volume_id, Path(volume_path))
         Unit = csi_pb2.VolumeUsage
         if self._publisher.is_block(volume_id):
@@ -115,7 +115,7 @@ class NodeServicer(csi_pb2_grpc.NodeServicer):
         self, request: csi_pb2.NodeExpandVolumeRequest, context: grpc.ServicerContext
     ) -> csi_pb2.NodeExpandVolumeResponse:
         volume_id = required(request.volume_id, "volume_id")
-        volume_path = required_path(request.volume_path, "volume_path")
+        volume_path = node_volume_path(request.volume_path, "volume_path")
         staging_path = ""
         if request.staging_target_path:
             staging_path = required_path(request.staging_target_path, "staging_target_path")
