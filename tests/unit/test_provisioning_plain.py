@@ -389,6 +389,28 @@ def test_delete_archive_moves_data_to_the_archive_and_records_where(
     assert volume_dirs(pool) == []
 
 
+def test_two_volumes_of_one_directory_archived_in_one_second_keep_separate_archives(
+    prov: Provisioner, pool: PlainPool
+) -> None:
+    """A subDir template can give a later volume the directory of an archived one; both archives
+    must stay apart (gc of one must never purge the other's data)."""
+    for index in range(2):
+        record = prov.create_volume(request(f"pvc-{index}", subDir="shared", onDelete="archive"))
+        (pool.volume_path(record.directory) / "data").write_bytes(f"volume {index}".encode())
+        prov.delete_volume(record.volume_id)
+
+    archives = sorted((pool.root / "archive").iterdir())
+    assert len(archives) == 2
+    assert sorted((a / "data").read_bytes() for a in archives) == [b"volume 0", b"volume 1"]
+
+
+def test_a_long_directory_still_archives(prov: Provisioner, pool: PlainPool) -> None:
+    record = prov.create_volume(request(subDir="d" * 128, onDelete="archive"))
+    prov.delete_volume(record.volume_id)
+    [archive] = (pool.root / "archive").iterdir()
+    assert len(archive.name) <= 128
+
+
 def test_the_name_of_a_retained_volume_can_be_used_again(prov: Provisioner) -> None:
     old = prov.create_volume(request(onDelete="retain"))
     prov.delete_volume(old.volume_id)
@@ -574,3 +596,13 @@ def test_the_locator_finds_ready_volumes_and_nothing_else(
             locator.locate(volume_id)
     with pytest.raises(InvalidArgument):
         locator.locate("plain/" + "a" * 200)
+
+
+def test_delete_while_a_create_retry_resumes_the_volume_is_aborted(prov: Provisioner) -> None:
+    """CreateVolume (locked by name) and DeleteVolume (locked by ID) of one volume never run
+    together in the service: the second is ABORTED and retried by the CO."""
+    record = prov.create_volume(request())
+    with prov.guard.hold(record.volume_id), pytest.raises(Aborted):
+        prov.delete_volume(record.volume_id)
+    prov.delete_volume(record.volume_id)
+    assert prov.index.get(record.volume_id) is None

@@ -646,3 +646,18 @@ def test_stats_when_the_mount_vanished_is_abnormal(node: Node) -> None:
     _, abnormal, message = node.publisher.stats(VOL_A, target)
     assert abnormal
     assert "no longer holds" in message
+
+
+def test_unpublish_of_a_path_that_never_held_the_volume_deletes_nothing(tmp_path: Path) -> None:
+    """No publication record and no mount of the volume at the target: whatever is there is
+    not ours, so a mistaken or hostile NodeUnpublishVolume must not delete it."""
+    pool = FakePool(tmp_path / "pool")
+    publisher = NodePublisher(FakeLocator(pool), FakeMounter(), tmp_path / "state", "node-1")
+    victim_file = tmp_path / "important.db"
+    victim_file.write_text("precious data")
+    victim_dir = tmp_path / "empty-but-someone-elses"
+    victim_dir.mkdir()
+    publisher.unpublish("not-a-volume-id", victim_file)
+    publisher.unpublish("pool/" + "a" * 32, victim_dir)
+    assert victim_file.read_text() == "precious data"
+    assert victim_dir.is_dir()

@@ -37,13 +37,13 @@ def canonical_path(given: StrPath, field: str) -> str:
 
 def unmount_volume(
     mounter: Mounter, path: str, expected: Sequence[MountIdentity], volume_id: str
-) -> None:
+) -> int:
     """Unmount the volume's mounts stacked at `path` until mountinfo shows none there; a mount
-    of anything else is left alone (FailedPrecondition)."""
-    for _ in range(MAX_STACKED_MOUNTS):
+    of anything else is left alone (FailedPrecondition). Returns how many it unmounted."""
+    for unmounted in range(MAX_STACKED_MOUNTS):
         top = mounter.find(path)
         if top is None:
-            return
+            return unmounted
         if not any(top.identity.same_source(identity) for identity in expected):
             raise FailedPrecondition(
                 f"{path} holds a mount that is not volume {volume_id} ({describe(top)}); "
@@ -69,6 +69,16 @@ def make_mount_point(path: str, what: str) -> bool:
     except FileNotFoundError:
         raise FailedPrecondition(f"the parent directory of {what} {path} does not exist") from None
     return True
+
+
+def remove_published_target(target: str, *, recorded: bool, unmounted: int) -> None:
+    """Remove what publish made at the target, but only when this node published the volume
+    there (a publication record of that volume, or a mount of it just unmounted): an unpublish
+    of a path that never held the volume must not delete whatever file or folder is there."""
+    if recorded or unmounted:
+        remove_target(target)
+    elif os.path.lexists(target):
+        log.info("unpublish: %s never held the volume here; left alone", target)
 
 
 def remove_target(target: str) -> None:

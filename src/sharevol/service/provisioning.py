@@ -44,6 +44,7 @@ from sharevol.service.nfs_source import share_context
 from sharevol.service.ownership import RootOwnership
 from sharevol.service.params import check_map_size, parse_parameters
 from sharevol.service.volume_deletion import MountsOf, VolumeDeletion
+from sharevol.service.volume_guard import VolumeGuard
 from sharevol.service.volume_queries import SPACE_TTL, TOPOLOGY_KEY, Page, VolumeQueries
 from sharevol.sys.runner import SubprocessRunner
 from sharevol.units import format_size
@@ -102,6 +103,7 @@ class Provisioner(VolumeDeletion, VolumeQueries):
         """Root owner/mode, file limit, NFS export: run around a volume's life
         (sharevol.service.hooks)."""
         self._space_cache: dict[str, tuple[float, int]] = {}
+        self.guard = VolumeGuard()
         self.index = VolumeIndex(
             record for handle in pools.values() for record in handle.catalog.load_volumes()
         )
@@ -144,7 +146,10 @@ class Provisioner(VolumeDeletion, VolumeQueries):
             self._check_compatible(existing, request)
             if existing.state == "deleting":
                 raise Aborted(f"volume {request.name!r} is being deleted; retry later")
-            return existing if existing.state == "ready" else self._finish(existing)
+            if existing.state == "ready":
+                return existing
+            with self.guard.hold(existing.volume_id):  # a resume never races a delete
+                return self._finish(existing)
         if request.content_source is not None:  # restore or clone: the source decides
             pool_name, capacity = self._content_origin(
                 request.content_source, request, params.pool, layout

@@ -30,7 +30,7 @@ from sharevol.service.mount_points import (
     canonical_path,
     describe,
     make_mount_point,
-    remove_target,
+    remove_published_target,
     rmdir_quietly,
     unmount_volume,
 )
@@ -228,9 +228,11 @@ class NodePublisher:
         target = canonical_path(target_path, "target_path")
         record = self._state.publication(target)
         expected = self._expected_identities(volume_id, record)
-        unmount_volume(self._mounter, target, expected, volume_id)
-        self._state.remove_publication(target)
-        remove_target(target)
+        unmounted = unmount_volume(self._mounter, target, expected, volume_id)
+        recorded = record is not None and record.volume_id == volume_id
+        if recorded or record is None:
+            self._state.remove_publication(target)
+        remove_published_target(target, recorded=recorded, unmounted=unmounted)
         self.images.release(record)  # a read-only twin loop device of a block publication
         log.info("unpublished %s from %s", volume_id, target)
 

@@ -25,7 +25,7 @@ from sharevol.service.mount_points import (
     canonical_path,
     describe,
     make_mount_point,
-    remove_target,
+    remove_published_target,
     rmdir_quietly,
 )
 from sharevol.service.nfs_source import NfsSource
@@ -249,9 +249,11 @@ class NfsStager:
                 return True
             return record is not None and top.identity.same_source(record.identity)
 
-        self._unmount_all(target, volume_id, ours)
-        self.node_state.remove_publication(target)
-        remove_target(target)
+        unmounted = self._unmount_all(target, volume_id, ours)
+        recorded = record is not None and record.volume_id == volume_id
+        if recorded or record is None:
+            self.node_state.remove_publication(target)
+        remove_published_target(target, recorded=recorded, unmounted=unmounted)
         log.info("unpublished %s from %s", volume_id, target)
 
     # ---- stats (sharevol.service.nfs_stats) ------------------------------------------------
@@ -296,13 +298,13 @@ class NfsStager:
             raise Internal(f"{record.staging_path} lost its mount of {record.device}")
         return top
 
-    def _unmount_all(self, path: str, volume_id: str, ours: Callable[[MountEntry], bool]) -> None:
+    def _unmount_all(self, path: str, volume_id: str, ours: Callable[[MountEntry], bool]) -> int:
         """Unmount our NFS mounts stacked at `path` until none is left; anything else there
-        is left alone (FailedPrecondition)."""
-        for _ in range(MAX_STACKED_MOUNTS):
+        is left alone (FailedPrecondition). Returns how many it unmounted."""
+        for unmounted in range(MAX_STACKED_MOUNTS):
             top = self.mounter.find(path)
             if top is None:
-                return
+                return unmounted
             if not ours(top):
                 raise FailedPrecondition(
                     f"{path} holds a mount that is not volume {volume_id} ({describe(top)}); "

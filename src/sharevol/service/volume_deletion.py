@@ -19,6 +19,7 @@ from sharevol.service.hooks import VolumeHook
 from sharevol.service.ids import check_id_length, parse_volume_id
 from sharevol.service.index import VolumeIndex
 from sharevol.service.locate import PoolHandle
+from sharevol.service.volume_guard import VolumeGuard
 
 # Under Provisioner's module name: the flow's log lines keep the logger name they always had.
 log = logging.getLogger("sharevol.service.provisioning")
@@ -35,6 +36,7 @@ class VolumeDeletion:
     index: VolumeIndex
     content: ContentHook | None
     hooks: list[VolumeHook]
+    guard: VolumeGuard
 
     def delete_volume(self, volume_id: str) -> None:
         """Delete, retain or archive a volume as recorded at create time; unknown IDs are OK."""
@@ -42,6 +44,10 @@ class VolumeDeletion:
         ref = parse_volume_id(volume_id)
         if ref is None or ref.pool not in self._pools:
             return
+        with self.guard.hold(volume_id):  # never while a CreateVolume retry resumes it
+            self._delete(volume_id)
+
+    def _delete(self, volume_id: str) -> None:
         record = self.index.get(volume_id)
         if record is None or not record.live:
             return
@@ -56,7 +62,12 @@ class VolumeDeletion:
         now = dt.datetime.now(dt.UTC)
         # The archive name is decided once and recorded before anything moves, so a retry after
         # a crash looks for the archive where the first attempt put it.
-        archive_name = record.archive_name or f"{record.directory}-{now:%Y%m%dT%H%M%SZ}"
+        # The uuid part keeps two volumes that had the same directory (a subDir template)
+        # archived in the same second from ever sharing an archive; the directory part is cut
+        # so that the name stays one valid component (at most 128 characters).
+        archive_name = record.archive_name or (
+            f"{record.directory[:96]}-{now:%Y%m%dT%H%M%SZ}-{record.uuid[:8]}"
+        )
         deleting = record.model_copy(update={"state": "deleting", "archive_name": archive_name})
         handle.catalog.put_volume(deleting)
         self.index.put(deleting)
