@@ -291,3 +291,40 @@ def test_expansion_beyond_the_pool_is_refused_and_changes_nothing(
     assert provisioner.get(other.volume_id).capacity_bytes == half
     with pytest.raises(NotFound):
         VolumeExpander(provisioner).expand("plain/" + "0" * 32, GiB, 0)
+
+
+def test_expansion_retry_never_records_less_than_the_image_already_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image grew, then the record write failed; a retry asking for less (Kubernetes lets a
+    user lower a PVC after a failed resize) must record the image's real size."""
+    from sharevol.errors import Internal
+
+    root = tmp_path / "pool"
+    root.mkdir()
+    pool = PlainPool("plain", root)
+    pool.start()
+    catalog = Catalog(root)
+    catalog.ensure()
+    provisioner = Provisioner(
+        {"plain": PoolHandle(pool, catalog)}, "plain", "node-1", images=ImageFiles(FakeRunner())
+    )
+    block = Capability(access_type="block", access_mode=AccessMode.SINGLE_NODE_WRITER)
+    record = provisioner.create_volume(
+        CreateRequest(name="raw", capabilities=(block,), required_bytes=8 * MiB)
+    )
+    image = pool.volume_path(record.directory) / "disk.img"
+    written = catalog.put_volume
+
+    def crash(_: object) -> None:
+        raise Internal("simulated crash before the record is written")
+
+    monkeypatch.setattr(catalog, "put_volume", crash)
+    with pytest.raises(Internal):
+        VolumeExpander(provisioner).expand(record.volume_id, 32 * MiB, 0)
+    monkeypatch.setattr(catalog, "put_volume", written)
+
+    answer = VolumeExpander(provisioner).expand(record.volume_id, 16 * MiB, 0)
+
+    assert answer.capacity_bytes == image.stat().st_size == 32 * MiB
+    assert provisioner.get(record.volume_id).capacity_bytes == 32 * MiB

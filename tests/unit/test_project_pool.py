@@ -418,3 +418,36 @@ def test_archived_volume_usage_comes_from_its_project_and_purge_clears_it(
     assert fake_of(pool).get(FIRST_PROJECT_ID).block_limit_bytes == 0
     with pytest.raises(NotFound):
         pool.archive_usage("vol-a-1")
+
+
+def test_a_failed_clone_leaves_no_staging_copy_or_limit_after_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore or clone whose copy failed (or was cancelled) is undone by delete_volume: its
+    staging folder and its project's limit go too, so failed attempts cannot fill the pool."""
+    import sharevol.pools.snapshots as pool_snapshots
+    from sharevol.errors import ResourceExhausted
+    from sharevol.sys.sparse_copy import sparse_copy_tree
+
+    root = tmp_path / "pool"
+    root.mkdir()
+    pool = XfsPool("fast", root, quotas=FakeProjectQuotas())
+    pool.start()
+    pool.create_volume("src", 1024 * 1024)
+    (root / "volumes" / "src" / "big").write_bytes(b"x" * 300_000)
+
+    def copy_then_fail(*args: object, **kwargs: object) -> None:
+        sparse_copy_tree(*args, **kwargs)  # type: ignore[arg-type]
+        raise ResourceExhausted("no space left (simulated after some data)")
+
+    monkeypatch.setattr(pool_snapshots, "sparse_copy_tree", copy_then_fail)
+    monkeypatch.setattr(pool_snapshots, "reflink_tree", copy_then_fail)
+    with pytest.raises(ResourceExhausted):
+        pool.clone_volume(ContentRef("volume", "src"), "clone", 4 * 1024 * 1024)
+    staging = root / "volumes" / ".staging-clone"
+    project = pool.quotas.get_project(staging)
+
+    pool.delete_volume("clone", {})
+
+    assert sorted(p.name for p in (root / "volumes").iterdir()) == ["src"]
+    assert pool.quotas.get(project).block_limit_bytes == 0

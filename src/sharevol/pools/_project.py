@@ -184,6 +184,11 @@ class ProjectQuotaPool(TreeSnapshots):
         project's limits; a volume that is already gone only has its limits cleared."""
         project_id = self._project_for_delete(directory, backend)
         self._plain.delete_volume(directory, backend)
+        # A restore or clone that failed or was cancelled leaves its copy in the staging folder.
+        if os.path.lexists(self._volumes / f"{STAGING_PREFIX}{directory}"):
+            staged_project = self._remove_copies(self._volumes, directory)
+            if staged_project and staged_project != project_id and self.quota_state.accounting:
+                self.quotas.set_limits(staged_project, block_bytes=0, inodes=0)
         if project_id and self.quota_state.accounting:
             self.quotas.set_limits(project_id, block_bytes=0, inodes=0)
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from sharevol.errors import InvalidArgument, OutOfRange, ResourceExhausted
 from sharevol.service.capacity import BLOCK, pool_budget
-from sharevol.service.images import quota_limit_bytes
+from sharevol.service.images import image_path, quota_limit_bytes
 from sharevol.service.provisioning import Provisioner
 from sharevol.units import format_size
 
@@ -72,6 +73,10 @@ class VolumeExpander:
             node_required = record.kind != "directory"
             current = record.capacity_bytes
             size = target_size(current, required_bytes, limit_bytes)
+            if node_required:
+                # An expansion that grew the image but crashed before its record was written
+                # left a bigger file: never record (or limit) less than the image really is.
+                size = max(size, _image_bytes(handle.pool.volume_path(record.directory)))
             if size == current:
                 return Expanded(current, node_required)
             self._check_budget(record.pool, size, size - current)
@@ -110,3 +115,11 @@ class VolumeExpander:
                 f"pool {pool_name!r} cannot grow the volume by {format_size(growth)}: "
                 f"{format_size(available)} left to provision"
             )
+
+
+def _image_bytes(volume_path: Path) -> int:
+    """The size of a volume's image file, 0 when there is none (yet)."""
+    try:
+        return image_path(volume_path).stat().st_size
+    except FileNotFoundError:
+        return 0

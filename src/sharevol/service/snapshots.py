@@ -201,9 +201,13 @@ class SnapshotService:
         return SnapshotView(self._mark_ready(record, outcome))
 
     def _start_copy(self, record: SnapshotRecord) -> SnapshotView:
-        copying = record.model_copy(update={"state": "copying", "progress": 0.0})
-        self._save(copying)
-        self._submit_copy(copying)
+        with self.state_lock:
+            current = self.index.get(record.snapshot_id)
+            if current is None or current.state == "deleting":
+                raise Aborted(f"snapshot {record.name!r} is being deleted; retry later")
+            copying = current.model_copy(update={"state": "copying", "progress": 0.0})
+            self._save(copying)
+            self._submit_copy(copying)
         return self.view(copying)
 
     def _submit_copy(self, record: SnapshotRecord) -> None:
@@ -260,7 +264,6 @@ class SnapshotService:
         record = self.index.get(snapshot_id)
         if record is None:
             return
-        self._jobs.cancel(snapshot_job_key(snapshot_id))  # its own copy, if still running
         with self.state_lock:
             readers = self._jobs.readers_of(snapshot_job_key(snapshot_id))
             if readers:
@@ -271,6 +274,9 @@ class SnapshotService:
             record = self.index.get(snapshot_id) or record
             deleting = record.model_copy(update={"state": "deleting"})
             self._save(deleting)
+        # Marked first, cancelled second (outside the lock: the copy's last step takes it): a
+        # CreateSnapshot retry now sees `deleting` and cannot start the copy again.
+        self._jobs.cancel(snapshot_job_key(snapshot_id))
         self._remove(deleting)
 
     def _remove(self, record: SnapshotRecord) -> None:
