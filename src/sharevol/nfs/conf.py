@@ -70,7 +70,10 @@ def check_address(value: str, what: str) -> str:
 
 
 def check_client(value: str) -> str:
-    """An address or a CIDR network (`10.0.0.0/24`): nothing else reaches a CLIENT block."""
+    """An address or a CIDR network (`10.0.0.0/24`): nothing else reaches a CLIENT block (an
+    IPv6 zone such as `%eth0` neither: Ganesha's parser refuses `%`)."""
+    if "%" in value:
+        raise InvalidArgument(f"NFS client {value!r}: an IPv6 zone (%...) cannot be a client")
     try:
         if "/" in value:
             return str(ipaddress.ip_network(value, strict=False))

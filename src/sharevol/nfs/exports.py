@@ -113,6 +113,12 @@ class NfsExporter:
             with contextlib.suppress(FileNotFoundError):
                 (self.conf_dir / f"export-{export_id}.conf").unlink()
 
+    def release(self, path: Path) -> None:
+        """Release a volume's bind mount without touching any export (its ID serves another
+        volume now)."""
+        with self._lock:
+            self._unbind(path)
+
     def remove_all(self) -> None:
         """Remove every applied export (a clean stop): Ganesha lets go of the volumes' files and
         the bind mounts are released, so pools can be unmounted after it."""

@@ -84,10 +84,12 @@ class VolumeExports:
         self._ganesha = ganesha
         self._lock = threading.RLock()
         self._owners: dict[int, str] = {}
-        """export ID -> volume ID, of every live record that has an export."""
+        """export ID -> volume ID, of every record whose export is served (creating, ready).
+        A `deleting` record's export was removed by `retire` before anything else, so its ID
+        may already serve a newer volume: it owns nothing."""
         for handle in pools.values():
             for record in handle.catalog.load_volumes():
-                if record.nfs_export is not None and record.live:
+                if record.nfs_export is not None and record.state in _EXPORTED_STATES:
                     self._owners[record.nfs_export.export_id] = record.volume_id
 
     @property
@@ -114,6 +116,7 @@ class VolumeExports:
             count = self.rebuild()
         except BaseException:
             self._ganesha.stop()
+            self._exporter.reset()  # no export bind mount outlives a failed start
             raise
         log.info("NFS: %d volume exports served", count)
 
@@ -141,9 +144,14 @@ class VolumeExports:
             self._exporter.forget()
             for handle in self._pools.values():
                 for record in handle.catalog.load_volumes():
-                    if record.nfs_export is not None and record.state in _EXPORTED_STATES:
+                    if record.nfs_export is None or record.state not in _EXPORTED_STATES:
+                        continue
+                    try:
                         self.apply(record)
-                        count += 1
+                    except SharevolError as exc:  # one bad record must not unserve the others
+                        log.error("NFS: cannot export volume %s: %s", record.volume_id, exc)
+                        continue
+                    count += 1
         return count
 
     # -- provisioning hooks -----------------------------------------------------------------
@@ -176,12 +184,16 @@ class VolumeExports:
         export = record.nfs_export
         if export is None or self._exporter is None:
             return
+        mount_point = self._exporter.mount_point(record.pool, record.directory)
         with self._lock:
-            self._exporter.remove(
-                export.export_id, self._exporter.mount_point(record.pool, record.directory)
-            )
-            if self._owners.get(export.export_id) == record.volume_id:
-                del self._owners[export.export_id]
+            owner = self._owners.get(export.export_id)
+            if owner is None or owner == record.volume_id:
+                self._exporter.remove(export.export_id, mount_point)
+                self._owners.pop(export.export_id, None)
+            else:
+                # A retried delete whose export ID went to a newer volume meanwhile: that
+                # volume's export stays; only this volume's own bind mount is released.
+                self._exporter.release(mount_point)
 
     def in_use(self, record: VolumeRecord, mount_points: list[str]) -> list[str]:
         """What keeps a volume from being deleted: its mounts on this machine, except the

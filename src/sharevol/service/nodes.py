@@ -29,9 +29,12 @@ def node_address(node_id: str) -> str | None:
     if not separator or not name:
         return None
     try:
-        return str(ipaddress.ip_address(address))
+        parsed = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.scope_id:
+        return None  # "fe80::1%eth0": a zone means nothing to the server; Ganesha refuses "%"
+    return str(parsed)
 
 
 def require_address(node_id: str) -> str:

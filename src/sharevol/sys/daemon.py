@@ -75,8 +75,10 @@ class Daemon:
             _signal_group(self._proc.pid, signal.SIGTERM)
             if not wait_pidfd(self.pidfd, timeout):
                 log.warning("%s did not stop within %.1fs: killing it", self.argv[0], timeout)
-        # Also when the leader exited: helpers it started in its session must not outlive it.
-        _signal_group(self._proc.pid, signal.SIGKILL)
+            # Helpers the leader started in its session must not outlive it. The leader is not
+            # reaped yet (a zombie at most), so its pid, the group's ID, cannot name anyone
+            # else. Once reaped (poll() above), the pid may belong to a stranger: no signal.
+            _signal_group(self._proc.pid, signal.SIGKILL)
         code = self._proc.wait()
         with contextlib.suppress(OSError):
             os.close(self.pidfd)
