@@ -400,3 +400,27 @@ def test_stats_and_expand_at_a_relative_path_are_not_found(
         assert code_of(lambda r=expand: stubs.node.NodeExpandVolume(r)) == C.NOT_FOUND
     empty = csi_pb2.NodeGetVolumeStatsRequest(volume_id=volume.volume.volume_id)
     assert code_of(lambda: stubs.node.NodeGetVolumeStats(empty)) == C.INVALID_ARGUMENT
+
+
+def test_a_second_server_on_a_live_endpoint_stops_before_touching_any_pool(
+    config: ServerConfig, tmp_path: Path
+) -> None:
+    """It must not resume copies, re-apply limits or start pools of the running server: the
+    endpoint is claimed first. A pool path that does not exist proves the order."""
+    from sharevol.csi.server import build_server
+    from sharevol.errors import FailedPrecondition
+
+    state = tmp_path / "state"
+    with running_server(config, state):
+        missing = ServerConfig(pools=(PoolConfig(name="gone", path=tmp_path / "nowhere"),))
+        with pytest.raises(FailedPrecondition, match="another sharevol server"):
+            build_server(
+                missing,
+                endpoint=f"unix://{state / 'csi.sock'}",
+                node_id="node-2",
+                mode="all",
+                state_dir=state,
+            )
+    # once the first one stopped, the endpoint is free again
+    with running_server(config, state) as (_server, stubs):
+        assert stubs.identity.Probe(csi_pb2.ProbeRequest()).ready.value

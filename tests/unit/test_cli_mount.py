@@ -229,3 +229,30 @@ def test_failed_stage_publishes_nothing_and_removes_the_staging_directory(
     assert result.stderr == "error: NodeStageVolume: mount exited 32: bad fs (INTERNAL)\n"
     assert server.calls.of("NodePublishVolume") == []
     assert not staging(server).exists()
+
+
+@pytest.mark.parametrize("kind", ["directory with files", "non-empty file", "symlink"])
+def test_mount_refuses_a_target_that_would_hide_data(server: FakeServer, kind: str) -> None:
+    """`volume mount data /etc` must not hide /etc: only new paths and empty directories."""
+    target = server.directory / "busy"
+    if kind == "directory with files":
+        target.mkdir()
+        (target / "keep").write_text("x")
+    elif kind == "non-empty file":
+        target.write_text("x")
+    else:
+        target.symlink_to(server.directory)
+
+    result = server.run("mount", "data", str(target))
+
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot mount at ")
+    assert server.calls.of("NodeStageVolume") == []
+
+
+def test_mount_onto_an_empty_directory_works(server: FakeServer) -> None:
+    target = server.directory / "empty"
+    target.mkdir()
+    result = server.run("mount", "data", str(target))
+    assert result.exit_code == 0, result.output
+    assert publish_request(server).target_path == str(target)

@@ -17,7 +17,7 @@ from sharevol.cli.common import Command, Size, fail
 from sharevol.cli.logs import LOG_FORMATS, configure_logging
 from sharevol.cli.nfs_option import NfsListen, nfs_config
 from sharevol.cli.signals import StopSignals
-from sharevol.csi.server import build_server
+from sharevol.csi.server import EndpointLock, build_server
 from sharevol.errors import SharevolError
 from sharevol.pools.config import NfsConfig, PoolConfig, ServerConfig
 from sharevol.service.embedded import EmbeddedPool, EmbeddedResult
@@ -119,6 +119,8 @@ def up(
         fail(f"{state_dir}/csi.sock is too long for a unix socket: use a shorter --state-dir")
 
     try:
+        # First: a second `up` on this state dir stops here, before it touches the pool.
+        endpoint_lock = EndpointLock(state_dir / "csi.sock")
         pool = EmbeddedPool(state_dir, size, SubprocessRunner(), fs=fs)
         result = pool.attach()
         config = _write_pools_yaml(
@@ -131,6 +133,7 @@ def up(
             mode="all",
             state_dir=state_dir,
             metrics_address=metrics_address or None,
+            endpoint_lock=endpoint_lock,
         )
     except SharevolError as exc:
         # The pool stays as it is: another `up` on this state dir may be using it.

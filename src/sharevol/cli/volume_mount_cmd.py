@@ -47,6 +47,7 @@ def mount(ctx: click.Context, name: str, path: str, readonly: bool) -> None:
     parent = os.path.dirname(target)
     if not os.path.isdir(parent):
         fail(f"cannot mount at {target}: its parent directory {parent} does not exist")
+    _check_target_is_free(target)
     with session(ctx) as client:
         info = client.get_volume(name=name)
         capability = recorded_capability(info)
@@ -65,6 +66,27 @@ def mount(ctx: click.Context, name: str, path: str, readonly: bool) -> None:
             raise
     mode = "read-only" if readonly else "read-write"
     click.echo(f"volume {name} mounted at {target} ({mode}), staged at {stage}")
+
+
+def _check_target_is_free(target: str) -> None:
+    """Mount only on a new path or an empty directory (or an empty file, for block volumes):
+    a mount over `/etc` or a folder with files would hide them, and unmount would then refuse
+    to remove the folder."""
+    if os.path.islink(target):
+        fail(f"cannot mount at {target}: it is a symlink")
+    if not os.path.lexists(target):
+        return
+    if os.path.ismount(target):
+        return  # already a mount: the server answers OK (same volume) or ALREADY_EXISTS
+    if os.path.isdir(target):
+        if os.listdir(target):
+            fail(
+                f"cannot mount at {target}: the directory is not empty (its files would be hidden)"
+            )
+        return
+    if os.path.isfile(target) and os.path.getsize(target) == 0:
+        return
+    fail(f"cannot mount at {target}: it exists and is not an empty directory")
 
 
 def _undo_stage(client: SharevolClient, volume_id: str, stage: str) -> None:
@@ -90,7 +112,13 @@ def unmount(ctx: click.Context, path: str) -> None:
             if os.path.normpath(publication.target_path) in candidates
         ]
         if not found:
-            fail(f"no sharevol volume is mounted at {target}")
+            staged = _staged_volume(client, target)
+            if staged is None:
+                fail(f"no sharevol volume is mounted at {target}")
+            client.node_unstage_volume(staged, target)
+            _remove_staging_dir(target)
+            click.echo(f"unstaged {staged} from {target}")
+            return
         publication = found[0]
         volume_id = publication.volume_id
         client.node_unpublish_volume(volume_id, publication.target_path)
@@ -103,10 +131,24 @@ def unmount(ctx: click.Context, path: str) -> None:
         ours = os.path.dirname(stage) == os.path.join(os.path.dirname(client.path), "staging")
     message = f"unmounted {target} ({volume_id}) and unstaged it"
     if ours:
-        try:
-            os.rmdir(stage)
-        except FileNotFoundError:
-            pass
-        except OSError as error:
-            click.echo(f"warning: left staging directory {stage}: {error.strerror}", err=True)
+        _remove_staging_dir(stage)
     click.echo(message)
+
+
+def _staged_volume(client: SharevolClient, path: str) -> str | None:
+    """The volume staged (but no longer published) at one of the CLI's own staging paths, as
+    `sharevol up` lists them when it cannot detach its pool."""
+    staging_dir = os.path.join(os.path.dirname(client.path), "staging")
+    if os.path.dirname(path) != staging_dir or not os.path.ismount(path):
+        return None
+    pool, separator, uuid = os.path.basename(path).rpartition("-")
+    return f"{pool}/{uuid}" if separator and pool and uuid else None
+
+
+def _remove_staging_dir(stage: str) -> None:
+    try:
+        os.rmdir(stage)
+    except FileNotFoundError:
+        pass
+    except OSError as error:
+        click.echo(f"warning: left staging directory {stage}: {error.strerror}", err=True)

@@ -3,6 +3,7 @@ unix socket. The only module that knows every layer."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -61,6 +62,30 @@ def socket_path(endpoint: str) -> Path:
     return Path(path).absolute()
 
 
+class EndpointLock:
+    """An exclusive lock on `<socket>.lock`, held for the life of a server: a second `serve` or
+    `up` on the same endpoint stops before it touches a pool (resuming copies, re-applying
+    limits, growing images), not after, and two starting at once cannot both win."""
+
+    def __init__(self, socket: Path) -> None:
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        self.path = socket.with_name(socket.name + ".lock")
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            self._fd = None
+            raise FailedPrecondition(
+                f"another sharevol server runs on {socket} (it holds {self.path})"
+            ) from None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 def start_pools(config: ServerConfig, *, skip_unavailable: bool = False) -> dict[str, PoolHandle]:
     """Start every configured pool (checks, folders) and open its catalog. With
     `skip_unavailable` (node mode) a pool that cannot start here is left out, said in the log:
@@ -108,6 +133,8 @@ class CsiServer:
     """The managed NFS server (Ganesha and the volumes' exports); stopped with the server."""
     metrics: MetricsEndpoint | None = None
     """The Prometheus endpoint (`--metrics-address`), when asked for."""
+    endpoint_lock: EndpointLock | None = None
+    """Held until stop: no second server starts on this endpoint meanwhile."""
 
     def start(self) -> None:
         if self.metrics is not None:
@@ -126,6 +153,8 @@ class CsiServer:
             self.nfs.stop()  # exports removed, bind mounts released, Ganesha stopped
         if self.socket.is_socket():
             self.socket.unlink()
+        if self.endpoint_lock is not None:
+            self.endpoint_lock.release()
 
     def wait(self) -> None:
         self.grpc_server.wait_for_termination()
@@ -141,14 +170,41 @@ def build_server(
     observers: list[Observer] | None = None,
     metrics_address: str | None = None,
     mount_timeout: float = MOUNT_TIMEOUT,
+    endpoint_lock: EndpointLock | None = None,
 ) -> CsiServer:
     """Everything wired, the socket bound, not yet started. `mount_timeout` bounds each NFS
-    mount and unmount of the node service."""
+    mount and unmount of the node service. The endpoint is claimed (lock, then the socket)
+    before any pool is touched; `endpoint_lock` is one the caller took earlier (`sharevol up`
+    takes it before it attaches its pool)."""
     if mode not in MODES:
         raise InvalidArgument(f"mode {mode!r} must be one of {', '.join(MODES)}")
     if not node_id or len(node_id.encode()) > 128:
         raise InvalidArgument("node id must be 1 to 128 bytes")
     path = socket_path(endpoint)
+    lock = endpoint_lock or EndpointLock(path)
+    try:
+        _claim_socket(path)
+        server = _assemble(
+            config, path, node_id, mode, state_dir, observers, metrics_address, mount_timeout
+        )
+    except BaseException:
+        lock.release()
+        raise
+    server.endpoint_lock = lock
+    return server
+
+
+def _assemble(
+    config: ServerConfig,
+    path: Path,
+    node_id: str,
+    mode: str,
+    state_dir: Path,
+    observers: list[Observer] | None,
+    metrics_address: str | None,
+    mount_timeout: float,
+) -> CsiServer:
+    """The pools, the services of the mode, the gRPC server bound to `path`."""
     handles = start_pools(config, skip_unavailable=mode == "node")
     node_local = any(h.pool.capabilities.node_local for h in handles.values())
     mounter = SystemMounter(SubprocessRunner())
@@ -201,7 +257,6 @@ def build_server(
     admin_pb2_grpc.add_AdminServicer_to_server(
         AdminServicer(provisioner, publisher, snapshots, clones), server
     )
-    _claim_socket(path)
     server.add_insecure_port(f"unix:{path}")
     if nfs is not None:
         nfs.start()  # last: a failure above leaves no Ganesha behind
