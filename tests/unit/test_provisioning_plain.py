@@ -606,3 +606,26 @@ def test_delete_while_a_create_retry_resumes_the_volume_is_aborted(prov: Provisi
         prov.delete_volume(record.volume_id)
     prov.delete_volume(record.volume_id)
     assert prov.index.get(record.volume_id) is None
+
+
+def test_delete_marks_the_record_only_under_the_pool_lock(
+    prov: Provisioner, handle: PoolHandle, pool: PlainPool
+) -> None:
+    """`sharevol doctor --fix` (another process) re-adds a lost export under the pool lock after
+    checking the record is ready: a delete must not mark it `deleting` meanwhile."""
+    import threading
+
+    from sharevol.catalog.store import Catalog
+
+    record = prov.create_volume(request())
+    doctor = Catalog(pool.root)  # its own lock file description, as another process has
+    with doctor.pool_lock():
+        deleting = threading.Thread(target=prov.delete_volume, args=(record.volume_id,))
+        deleting.start()
+        deleting.join(timeout=0.5)
+        assert deleting.is_alive()
+        current = handle.catalog.read_volume(record.uuid)
+        assert current is not None and current.state == "ready"
+    deleting.join(timeout=10)
+    assert not deleting.is_alive()
+    assert handle.catalog.read_volume(record.uuid) is None

@@ -69,8 +69,12 @@ class VolumeDeletion:
             f"{record.directory[:96]}-{now:%Y%m%dT%H%M%SZ}-{record.uuid[:8]}"
         )
         deleting = record.model_copy(update={"state": "deleting", "archive_name": archive_name})
-        handle.catalog.put_volume(deleting)
-        self.index.put(deleting)
+        # Under the pool lock: `sharevol doctor --fix` re-adds a lost export under it after
+        # checking the record is ready, so it either finishes before this mark (and retire
+        # below removes what it added) or sees `deleting` and leaves the volume alone.
+        with handle.catalog.pool_lock():
+            handle.catalog.put_volume(deleting)
+            self.index.put(deleting)
         for hook in reversed(self.hooks):  # the NFS export goes before the data
             hook.retire(deleting)
         if record.on_delete is OnDelete.DELETE:
