@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sharevol.sys.runner import SubprocessRunner
-from sharevol.sys.statfs import mounts_under
+from tests.support.bench_runs import bench_workdir, leftovers
 
 pytestmark = pytest.mark.root
 
@@ -28,27 +28,10 @@ PHASES = [
 TIMEOUT = 60.0
 
 
-def leftovers(workdir: Path) -> list[str]:
-    """Mounts, loop devices and files the benchmark left under `workdir`."""
-    loops = SubprocessRunner().run(["losetup", "--list", "-n", "-O", "NAME,BACK-FILE"],
-                                   timeout=TIMEOUT).stdout  # fmt: skip
-    found = [f"mount {target}" for target in mounts_under(workdir)]
-    found += [f"loop {line.strip()}" for line in loops.splitlines() if str(workdir) in line]
-    found += [f"file {path}" for path in workdir.rglob("*")]
-    return found
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Iterator[Path]:
     """Where the benchmark makes its image; whatever a failed run leaks is removed afterwards."""
-    yield tmp_path
-    runner = SubprocessRunner()
-    for target in sorted(mounts_under(tmp_path), key=len, reverse=True):
-        runner.run(["umount", "--lazy", target], timeout=TIMEOUT, check=False)
-    loops = runner.run(["losetup", "--list", "-n", "-O", "NAME,BACK-FILE"], timeout=TIMEOUT)
-    for line in loops.stdout.splitlines():
-        if str(tmp_path) in line:
-            runner.run(["losetup", "-d", line.split()[0]], timeout=TIMEOUT, check=False)
+    yield from bench_workdir(tmp_path)
 
 
 def test_benchmark_prints_table_and_json_and_cleans_up(workdir: Path) -> None:
